@@ -1,0 +1,298 @@
+"""Soft actor-critic for steering a frozen base policy.
+
+The actor outputs a bounded steering action (tanh-Gaussian in [-1, 1]^action_dim); a sigmoid
+critic ensemble scores it for a sparse 0/1 task reward. ``SAC.update`` is one gradient step as the
+online workspace calls it; ``update_critic``, ``update_actor_and_alpha`` and ``update_target`` are
+its parts, public so each can be run and checked on its own.
+
+Batches are dicts of tensors on the training device:
+``state (B, S)``, ``action (B, A)``, ``reward (B,)``, ``next_state (B, S)``,
+``terminal (B,)`` (1 = do not bootstrap: success or time-out).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _mlp(in_dim: int, hidden: Sequence[int]) -> nn.Sequential:
+    layers, width = [], in_dim
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.GELU()]
+        width = h
+    return nn.Sequential(*layers)
+
+
+class TanhGaussianActor(nn.Module):
+    """s -> a = tanh(u), u ~ N(mean(s), std(s)^2).
+
+    Heads start near zero (weights U(-1e-3, 1e-3)) and the log-std bias makes the initial std
+    ``init_std`` (0.1 by default) everywhere: the first steered actions stay close to the base
+    policy (dz ~ 0). The default target entropy (-action_dim / 2) corresponds to an std of about
+    0.15 per dimension, so 0.1 starts just below it: alpha rises gently at first instead of
+    having to fall from a noisy start.
+
+    The log-std is bounded softly, log_std_min + (max - min) * (tanh(x) + 1) / 2, so the
+    bound never cuts the gradient the way a hard clamp does.
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, hidden: Sequence[int] = (256, 256, 256),
+                 log_std_min: float = -10.0, log_std_max: float = 2.0, init_std: float = 0.1):
+        super().__init__()
+        if not log_std_min < math.log(init_std) < log_std_max:
+            raise ValueError(f"init_std={init_std} lies outside exp([{log_std_min}, {log_std_max}])")
+        self.action_dim = action_dim
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.trunk = _mlp(state_dim, hidden)
+        self.mean = nn.Linear(hidden[-1], action_dim)
+        self.log_std = nn.Linear(hidden[-1], action_dim)
+        with torch.no_grad():
+            for head in (self.mean, self.log_std):
+                head.weight.uniform_(-1e-3, 1e-3)
+                head.bias.zero_()
+            # invert the soft bound so that the head's zero output maps to log(init_std)
+            unit = (math.log(init_std) - log_std_min) / (log_std_max - log_std_min)
+            self.log_std.bias.fill_(math.atanh(2.0 * unit - 1.0))
+
+    def distribution_params(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-std of the pre-tanh Gaussian."""
+        h = self.trunk(state)
+        unit = (torch.tanh(self.log_std(h)) + 1.0) / 2.0
+        return self.mean(h), self.log_std_min + (self.log_std_max - self.log_std_min) * unit
+
+    def forward(self, state: torch.Tensor, generator: torch.Generator | None = None):
+        """(action, log_prob (B,), mean_action): a reparameterized sample and tanh(mean)."""
+        mean, log_std = self.distribution_params(state)
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        u = mean + log_std.exp() * eps
+        return torch.tanh(u), squashed_gaussian_log_prob(u, mean, log_std), torch.tanh(mean)
+
+    @torch.no_grad()
+    def act(self, state: torch.Tensor, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        action, _, mean_action = self(state, generator)
+        return mean_action if deterministic else action
+
+
+def squashed_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log density of a = tanh(u) for u ~ N(mean, exp(log_std)^2), summed over action dims.
+
+    Change of variables: log p(a) = log N(u) - sum log(1 - tanh(u)^2), with the Jacobian written as
+    2 * (log 2 - u - softplus(-2u)), which stays finite where tanh saturates.
+    """
+    gauss = -0.5 * ((u - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+    return (gauss - log_det).sum(-1)
+
+
+class EnsembleLinear(nn.Module):
+    """n independent Linear layers applied in one batched matmul: (n, B, in) -> (n, B, out)."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, per member
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class CriticEnsemble(nn.Module):
+    """n_critics Q(s, a) MLPs evaluated together; Q = sigmoid(logit) in [0, 1] for 0/1 rewards."""
+
+    def __init__(self, state_dim: int, action_dim: int, n_critics: int = 2,
+                 hidden: Sequence[int] = (256, 256, 256)):
+        super().__init__()
+        self.n_critics = n_critics
+        dims = [state_dim + action_dim, *hidden]
+        self.hidden = nn.ModuleList(EnsembleLinear(n_critics, i, o) for i, o in zip(dims[:-1], dims[1:]))
+        self.out = EnsembleLinear(n_critics, dims[-1], 1)
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """(n_critics, B) Q values."""
+        x = torch.cat([state, action], dim=-1).unsqueeze(0).expand(self.n_critics, -1, -1)
+        for layer in self.hidden:
+            x = F.gelu(layer(x))
+        return torch.sigmoid(self.out(x).squeeze(-1))
+
+
+@contextmanager
+def _no_param_grads(module: nn.Module):
+    """Let gradients flow through ``module`` to its inputs without computing them for its weights."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+class SAC:
+    """Actor, critic ensemble, its Polyak target, temperature and their optimizers.
+
+    ``gamma`` is the discount per agent step, i.e. per chunk: ``chunk.chunk_gamma(0.99, n_action_steps)``.
+    ``target_entropy`` defaults to -action_dim / 2; ``alpha_lr`` is the temperature's Adam lr.
+    ``generator`` (seeded by ``seed``, on ``device``) draws every random number the updates use
+    (the target members, the actor's noise), so a run restored from ``state_dict`` repeats the
+    original update for update. Collection noise comes from the global RNG unless a generator
+    on the state's device is passed to ``act``.
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, device, gamma: float,
+                 tau: float = 0.005, actor_lr: float = 1e-4, critic_lr: float = 3e-4,
+                 alpha_lr: float = 3e-4, alpha_init: float = 0.01, target_entropy: float | None = None,
+                 n_critics: int = 2, n_target_min: int = 2, actor_update_every: int = 2,
+                 grad_clip: float = 50.0, backup_entropy: bool = False, auto_alpha: bool = True,
+                 actor_hidden: Sequence[int] = (256, 256, 256),
+                 critic_hidden: Sequence[int] = (256, 256, 256), init_std: float = 0.1, seed: int = 0):
+        if not 1 <= n_target_min <= n_critics:
+            raise ValueError(f"n_target_min={n_target_min} must lie in [1, n_critics={n_critics}]")
+        self.device = torch.device(device)
+        self.state_dim, self.action_dim = state_dim, action_dim
+        self.gamma, self.tau, self.grad_clip = gamma, tau, grad_clip
+        self.n_target_min, self.actor_update_every = n_target_min, actor_update_every
+        self.backup_entropy, self.auto_alpha = backup_entropy, auto_alpha
+        self.target_entropy = -action_dim / 2.0 if target_entropy is None else float(target_entropy)
+
+        self.actor = TanhGaussianActor(state_dim, action_dim, actor_hidden, init_std=init_std).to(self.device)
+        self.critic = CriticEnsemble(state_dim, action_dim, n_critics, critic_hidden).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(math.log(alpha_init), device=self.device, requires_grad=True)
+
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.critic_steps = 0
+        self.actor_steps = 0
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.detach().exp()
+
+    @torch.no_grad()
+    def act(self, state: torch.Tensor, deterministic: bool = False,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Steering action for collection (sampled) or evaluation (tanh(mean))."""
+        return self.actor.act(state, deterministic, generator)
+
+    # ---- one update -------------------------------------------------------------------------
+
+    def update(self, batch: dict) -> dict:
+        """One critic step; every ``actor_update_every`` critic steps also actor, alpha and target."""
+        metrics = self.update_critic(batch)
+        if self.critic_steps % self.actor_update_every == 0:
+            metrics.update(self.update_actor_and_alpha(batch))
+            self.update_target()
+        return metrics
+
+    @torch.no_grad()
+    def compute_td_target(self, batch: dict) -> torch.Tensor:
+        """y = r + gamma * (1 - terminal) * min over n_target_min random target members of Q'(s', a')."""
+        next_action, next_log_prob, _ = self.actor(batch["next_state"], self.generator)
+        q_next = self.critic_target(batch["next_state"], next_action)
+        members = torch.randperm(q_next.shape[0], generator=self.generator, device=self.device)
+        q_next = q_next[members[: self.n_target_min]].min(dim=0).values
+        if self.backup_entropy:
+            q_next = q_next - self.alpha * next_log_prob
+        return batch["reward"] + self.gamma * (1.0 - batch["terminal"]) * q_next
+
+    def update_critic(self, batch: dict) -> dict:
+        target = self.compute_td_target(batch)
+        q = self.critic(batch["state"], batch["action"])
+        # each member regresses on the shared target; summing keeps per-member gradients unscaled
+        loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(dim=1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
+        self.critic_opt.step()
+        self.critic_steps += 1
+        q = q.detach()
+        return self._floats({
+            "critic_loss": loss.detach(), "td_error": (target - q).abs().mean(),
+            "q_mean": q.mean(), "q_min": q.min(), "q_max": q.max(),
+            "target_q_mean": target.mean(), "critic_grad_norm": grad_norm,
+        })
+
+    def update_actor_and_alpha(self, batch: dict) -> dict:
+        """Actor step on alpha*log pi - mean_i Q_i(s, pi(s)), then the temperature step.
+
+        Touches neither the critics nor their targets (their weights get no gradient here).
+        """
+        action, log_prob, _ = self.actor(batch["state"], self.generator)
+        with _no_param_grads(self.critic):
+            q = self.critic(batch["state"], action).mean(dim=0)
+        actor_loss = (self.alpha * log_prob - q).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), self.grad_clip)
+        self.actor_opt.step()
+
+        log_prob = log_prob.detach()
+        # entropy below target -> (log_prob + target) > 0 -> this loss raises log_alpha
+        alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).mean()
+        if self.auto_alpha:
+            self.alpha_opt.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_opt.step()
+        self.actor_steps += 1
+        return self._floats({
+            "actor_loss": actor_loss.detach(), "alpha_loss": alpha_loss.detach(), "alpha": self.alpha,
+            "entropy": -log_prob.mean(), "actor_grad_norm": grad_norm,
+        })
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """Polyak average: target <- target + tau * (online - target)."""
+        for p_targ, p in zip(self.critic_target.parameters(), self.critic.parameters()):
+            p_targ.lerp_(p, self.tau)
+
+    @staticmethod
+    def _floats(metrics: dict) -> dict:
+        # one device->host copy per update instead of one per metric
+        values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
+        return dict(zip(metrics.keys(), values))
+
+    # ---- checkpointing ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "dims": {"state_dim": self.state_dim, "action_dim": self.action_dim,
+                     "n_critics": self.critic.n_critics},
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+            "generator": self.generator.get_state(),
+            "critic_steps": self.critic_steps,
+            "actor_steps": self.actor_steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()["dims"]
+        if state["dims"] != mine:
+            raise ValueError(f"SAC checkpoint has {state['dims']}, this agent was built with {mine}")
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        self.generator.set_state(state["generator"].cpu())
+        self.critic_steps = int(state["critic_steps"])
+        self.actor_steps = int(state["actor_steps"])
