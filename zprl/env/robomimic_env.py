@@ -142,6 +142,9 @@ def create_env(env_meta: dict, obs_keys=None, render_offscreen: bool | None = No
         wanted_cams = [k[: -len("_image")] for k in obs_keys if k.endswith("_image")]
         kw["camera_names"] = wanted_cams
     register_obs_modalities(obs_keys)
+    from zprl.env.render_patch import apply_render_patches
+
+    apply_render_patches()  # our robosuite 1.4.1 rendering fixes (patches/README.md)
     env = EnvUtils.create_env_from_metadata(
         env_meta=meta,
         render=False,

@@ -1,0 +1,36 @@
+"""Train a zprl workspace (offline imitation or online steering), chosen by --config-name.
+
+    python train.py --config-name=train_flow_match_vib_unet_image_workspace task=lift_image_abs
+    python train.py --config-name=train_online_vib_robomimic_workspace online_task=can_lowdim_abs \
+        online_task.base_ckpt=path/to/latest.ckpt
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import zprl.common.config  # noqa: F401  (registers our OmegaConf resolvers)
+from zprl.common.errors import UserInputError
+from zprl.workspace.cleanup import remove_if_only_hydra_files
+
+
+@hydra.main(version_base=None, config_path="config", config_name=None)
+def main(cfg: DictConfig) -> None:
+    OmegaConf.resolve(cfg)
+    workspace_cls = hydra.utils.get_class(cfg._target_)
+    from hydra.core.hydra_config import HydraConfig
+
+    output_dir = HydraConfig.get().runtime.output_dir
+    try:
+        workspace = workspace_cls(cfg, output_dir=output_dir)
+        workspace.run()
+    except UserInputError as err:
+        # One line for the person; the run directory Hydra made is removed if we wrote nothing in it.
+        remove_if_only_hydra_files(output_dir)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

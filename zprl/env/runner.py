@@ -1,0 +1,147 @@
+"""Roll a policy out on seeded robomimic episodes and report success, lengths and videos.
+
+Every episode has its own seed (train: train_start_seed + i, test: test_start_seed + i) and
+``reset(seed)`` fixes its initial state, so which envs run together (n_envs) does not change the
+scenes. Train episodes use seeds rather than the dataset's initial states: it keeps the runner
+independent of the dataset file and the two sets disjoint (test seeds start at 100000).
+A stochastic policy still draws its own noise per batch; seed it if you need bitwise repeats.
+
+Success of an episode = max reward over the episode (reward is 1.0 on the success step, which
+also ends the episode). Videos of the first ``n_train_vis`` / ``n_test_vis`` episodes go to
+``<output_dir>/media/<prefix>_<seed>.mp4``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import tqdm as tqdm_lib
+from gymnasium.vector import AutoresetMode
+
+from zprl.common.errors import UserInputError
+from zprl.env.vector_env import RolloutEnvConfig, make_vector_env
+
+
+def policy_device_dtype(policy) -> tuple[torch.device, torch.dtype]:
+    device = getattr(policy, "device", None)
+    dtype = getattr(policy, "dtype", None)
+    if device is None or dtype is None:
+        param = next(iter(policy.parameters()), None) if hasattr(policy, "parameters") else None
+        device = device or (param.device if param is not None else torch.device("cpu"))
+        dtype = dtype or (param.dtype if param is not None else torch.float32)
+    return torch.device(device), dtype
+
+
+class RobomimicEnvRunner:
+    """``run(policy) -> dict`` with ``train/mean_score``, ``test/mean_score``, ``test/mean_length``
+    (and the train counterparts), ``episodes`` (seed, success, length, prefix, video) and
+    ``videos`` (mp4 paths). The worker processes are started on the first run and reused."""
+
+    def __init__(self, output_dir: str, env_meta: dict, shape_meta: dict, n_train: int = 6, n_test: int = 50,
+                 train_start_seed: int = 0, test_start_seed: int = 100000, max_steps: int = 400,
+                 n_obs_steps: int = 1, n_action_steps: int = 4, n_envs: int | None = None, n_train_vis: int = 1,
+                 n_test_vis: int = 2, render_size=(256, 256), fps: int = 10, abs_action: bool = True,
+                 render_camera: str = "agentview", tqdm: bool = True, context: str = "forkserver",
+                 asynchronous: bool | None = None):
+        if max_steps is None or int(max_steps) < 1:
+            raise UserInputError(f"env_runner.max_steps={max_steps}: set a positive episode step limit")
+        self.output_dir = output_dir
+        self.episodes = ([("train", train_start_seed + i, i < n_train_vis) for i in range(n_train)]
+                         + [("test", test_start_seed + i, i < n_test_vis) for i in range(n_test)])
+        wants_video = any(vis for _, _, vis in self.episodes)
+        self.config = RolloutEnvConfig(
+            env_meta=_plain(env_meta), shape_meta=_plain(shape_meta), n_obs_steps=n_obs_steps,
+            n_action_steps=n_action_steps,
+            max_steps=max_steps, abs_action=abs_action, render_camera=render_camera,
+            render_size=tuple(render_size) if (wants_video and render_size is not None) else None, fps=fps)
+        if n_envs is None:
+            n_envs = min(len(self.episodes), os.cpu_count() or 1)
+        self.n_envs = max(1, min(n_envs, max(len(self.episodes), 1)))
+        self.max_steps = max_steps
+        self.tqdm = tqdm
+        self.context = context
+        self.asynchronous = asynchronous
+        self._venv = None
+
+    def _vector_env(self):
+        if self._venv is None:
+            self._venv = make_vector_env(self.config, self.n_envs, asynchronous=self.asynchronous,
+                                         context=self.context, autoreset_mode=AutoresetMode.DISABLED)
+        return self._venv
+
+    def close(self) -> None:
+        if self._venv is not None:
+            self._venv.close()
+            self._venv = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _video_path(self, prefix: str, seed: int) -> str:
+        return os.path.join(self.output_dir, "media", f"{prefix}_{seed}.mp4")
+
+    @torch.no_grad()
+    def run(self, policy) -> dict:
+        device, dtype = policy_device_dtype(policy)
+        records = []
+        bar = tqdm_lib.tqdm(total=len(self.episodes), desc="rollout", disable=not self.tqdm, leave=False)
+        try:
+            for start in range(0, len(self.episodes), self.n_envs):
+                batch = self.episodes[start: start + self.n_envs]
+                records.extend(self._run_batch(policy, batch, device, dtype, bar))
+        finally:
+            bar.close()
+        return summarize(records)
+
+    def _run_batch(self, policy, batch, device, dtype, bar) -> list[dict]:
+        venv = self._vector_env()
+        n, pad = len(batch), self.n_envs - len(batch)
+        seeds = [seed for _, seed, _ in batch] + [0] * pad
+        paths = [self._video_path(prefix, seed) if vis else None for prefix, seed, vis in batch] + [None] * pad
+        if self.config.render_size is not None:
+            venv.set_attr("video_path", paths)
+        venv.set_attr("idle", [False] * n + [True] * pad)
+        obs, _ = venv.reset(seed=seeds)
+        done = np.array([False] * n + [True] * pad)
+        reward_max = np.zeros(self.n_envs)
+        length = np.zeros(self.n_envs, dtype=int)
+        while not done.all():
+            obs_t = {k: torch.from_numpy(np.asarray(v)).to(device=device, dtype=dtype) for k, v in obs.items()}
+            action = policy.predict_action(obs_t)["action"]
+            action = action.detach().to("cpu", torch.float32).numpy()
+            obs, reward, terminated, truncated, info = venv.step(action)
+            live = ~done
+            reward_max[live] = np.maximum(reward_max[live], np.asarray(reward)[live])
+            length[live] = np.asarray(info["episode_length"])[live]
+            ended = live & (np.asarray(terminated) | np.asarray(truncated))
+            done |= ended
+            bar.update(int(ended.sum()))
+            bar.set_postfix(step=int(length[live].max()) if live.any() else 0, refresh=False)
+        if self.config.render_size is not None:
+            venv.call("close_video")
+        return [{"prefix": prefix, "seed": int(seed), "success": bool(reward_max[i] >= 1.0),
+                 "reward": float(reward_max[i]), "length": int(length[i]),
+                 **({"video": paths[i]} if vis else {})}
+                for i, (prefix, seed, vis) in enumerate(batch)]
+
+
+def summarize(records: list[dict]) -> dict:
+    out = {"episodes": records, "videos": [r["video"] for r in records if "video" in r]}
+    for prefix in ("train", "test"):
+        group = [r for r in records if r["prefix"] == prefix]
+        if group:
+            out[f"{prefix}/mean_score"] = float(np.mean([r["reward"] for r in group]))
+            out[f"{prefix}/mean_length"] = float(np.mean([r["length"] for r in group]))
+    return out
+
+
+def _plain(node) -> dict:
+    """OmegaConf node -> plain dict (picklable and cheap to send to workers)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node

@@ -1,0 +1,300 @@
+"""Gymnasium view of a robomimic task, plus the wrappers rollouts stack on it.
+
+Stack used by the runners (inside out)::
+
+    RobomimicGymEnv -> VideoRecordingWrapper -> MultiStepWrapper
+
+- ``RobomimicGymEnv``: one control step per ``step``; observation = the shape_meta keys (rgb float32
+  CHW in [0, 1], low-dim float32); reward 1.0 on success else 0.0; ``terminated`` = success (the
+  early stop), ``truncated`` = ``max_steps`` reached. robosuite's ``done``/horizon is never used.
+- ``VideoRecordingWrapper``: writes an mp4 of the episode when a path was set before ``reset``.
+- ``MultiStepWrapper``: observation history and action chunks; once the episode has ended,
+  further steps are no-ops, so a batch of envs can run until its slowest episode ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+
+import gymnasium as gym
+import numpy as np
+
+from zprl.common.errors import UserInputError
+
+ARM_ABS_DIM = 7  # pos(3) + axis-angle(3) + gripper(1), what robosuite's OSC_POSE takes per arm
+ARM_ROT6D_DIM = 10  # pos(3) + rot6d(6) + gripper(1), what the policy outputs per arm
+
+
+@contextlib.contextmanager
+def numpy_global_rng(rng: np.random.RandomState):
+    """Run a block with numpy's global RNG set to ``rng``'s state and carry the state back.
+
+    robosuite 1.4.1 samples object placements and robot init noise from ``np.random``; this gives
+    each env its own reproducible stream without disturbing the caller's global RNG.
+    """
+    saved = np.random.get_state()
+    np.random.set_state(rng.get_state())
+    try:
+        yield
+    finally:
+        rng.set_state(np.random.get_state())
+        np.random.set_state(saved)
+
+
+def observation_space_for(shape_meta: dict) -> gym.spaces.Dict:
+    spaces = {}
+    for key, meta in shape_meta["obs"].items():
+        shape = tuple(meta["shape"])
+        if meta.get("type", "low_dim") == "rgb":
+            spaces[key] = gym.spaces.Box(0.0, 1.0, shape, np.float32)
+        else:
+            spaces[key] = gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+    return gym.spaces.Dict(spaces)
+
+
+def action_space_for(shape_meta: dict) -> gym.spaces.Box:
+    return gym.spaces.Box(-np.inf, np.inf, (int(shape_meta["action"]["shape"][0]),), np.float32)
+
+
+def _camera_sizes(env_kwargs: dict) -> tuple[int, int]:
+    def largest(v):
+        return max(v) if isinstance(v, (list, tuple)) else v
+
+    return int(largest(env_kwargs.get("camera_widths", 1))), int(largest(env_kwargs.get("camera_heights", 1)))
+
+
+class RobomimicGymEnv(gym.Env):
+    """A robomimic task as a gymnasium env (see the module docstring for the contract).
+
+    reset(seed=s) makes the episode's initial state a function of ``s`` only (not of earlier
+    episodes); reset(options={"state": flat_sim_state}) starts from a stored simulator state.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, env_meta: dict, shape_meta: dict, abs_action: bool = True, max_steps: int | None = None,
+                 render_camera: str = "agentview", render_size: tuple[int, int] | None = (256, 256)):
+        from zprl.env.render_patch import apply_render_patches
+        from zprl.env.robomimic_env import create_env
+
+        self.shape_meta = shape_meta
+        self.abs_action = abs_action
+        self.max_steps = max_steps
+        self.render_camera = render_camera
+        self.render_size = tuple(render_size) if render_size is not None else None
+        self.render_mode = "rgb_array" if render_size is not None else None
+        self.observation_space = observation_space_for(shape_meta)
+        self.action_space = action_space_for(shape_meta)
+        self._rgb_keys = [k for k, m in shape_meta["obs"].items() if m.get("type", "low_dim") == "rgb"]
+
+        # Start the offscreen buffer at the largest image this env will ask for (no GL rebuild later).
+        w, h = _camera_sizes(env_meta["env_kwargs"])
+        if self.render_size is not None:
+            w, h = max(w, self.render_size[1]), max(h, self.render_size[0])
+        apply_render_patches(buffer_size=(w, h))
+        self.env = create_env(env_meta, obs_keys=list(shape_meta["obs"]), abs_action=abs_action, hard_reset=False,
+                              render_offscreen=True if self.render_size is not None else None)
+        self.n_arms = len(self.env.env.robots)
+        self.control_freq = float(self.env.env.control_freq)
+        self.metadata = {**self.metadata, "render_fps": self.control_freq}
+        self._check_action_dim()
+        self._rng = np.random.RandomState()
+        self._steps = 0
+
+    def _check_action_dim(self) -> None:
+        dim = self.action_space.shape[0]
+        self._action_dims = {ARM_ABS_DIM * self.n_arms}
+        if self.abs_action:
+            self._action_dims.add(ARM_ROT6D_DIM * self.n_arms)
+        if dim not in self._action_dims:
+            raise UserInputError(f"shape_meta.action.shape={dim} does not fit {self.n_arms} arm(s); use "
+                                 f"{' or '.join(str(a) for a in sorted(self._action_dims))}")
+
+    def _to_env_action(self, action) -> np.ndarray:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape not in {(d,) for d in self._action_dims}:
+            raise ValueError(f"action of shape {action.shape}; this env takes one of "
+                             f"{sorted(self._action_dims)} values per step")
+        if self.abs_action and action.shape[-1] == ARM_ROT6D_DIM * self.n_arms:
+            from zprl.data.rotation import rot6d_action_to_abs
+
+            action = np.asarray(rot6d_action_to_abs(action), dtype=np.float64)
+        return action
+
+    def _convert_obs(self, raw: dict) -> dict:
+        obs = {}
+        for key, space in self.observation_space.spaces.items():
+            value = raw[key]
+            if key in self._rgb_keys:
+                # robomimic returns upright uint8 HWC, as the dataset stores it; the dataset loader
+                # makes float CHW in [0, 1], and so do we.
+                value = np.moveaxis(np.asarray(value), -1, 0).astype(np.float32) / 255.0
+            else:
+                value = np.asarray(value, dtype=np.float32)
+            if value.shape != space.shape:
+                raise UserInputError(f"observation {key!r} has shape {value.shape} but shape_meta says "
+                                     f"{space.shape}; make shape_meta match the dataset's env (camera size)")
+            obs[key] = value
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._rng = np.random.RandomState(seed)
+        with numpy_global_rng(self._rng):
+            raw = self.env.reset()
+        if options and options.get("state") is not None:
+            raw = self.env.reset_to({"states": np.asarray(options["state"])})
+        self._steps = 0
+        return self._convert_obs(raw), {"success": False}
+
+    def step(self, action):
+        raw, env_reward, _, _ = self.env.step(self._to_env_action(action))
+        self._steps += 1
+        success = bool(self.env.is_success()["task"])
+        truncated = self.max_steps is not None and self._steps >= self.max_steps
+        info = {"success": success, "env_reward": float(env_reward)}
+        return self._convert_obs(raw), float(success), success, bool(truncated and not success), info
+
+    def render(self):
+        if self.render_size is None:
+            raise RuntimeError("this env was built with render_size=None")
+        h, w = self.render_size
+        return np.ascontiguousarray(self.env.render(mode="rgb_array", height=h, width=w,
+                                                    camera_name=self.render_camera))
+
+    def close(self):
+        env = getattr(self, "env", None)
+        if env is not None:
+            env.env.close()
+            self.env = None
+
+
+class VideoRecordingWrapper(gym.Wrapper):
+    """Record the next episode(s) to ``video_path`` (set it before ``reset``; None = off).
+
+    Frames come from the env's ``render()`` every ``render_every`` control steps, so a 20 Hz env
+    filmed at fps=10 plays in real time. The file is finalized when the episode ends, on the next
+    reset, on ``close_video()`` or on ``close()``. Without a path nothing is rendered.
+    """
+
+    def __init__(self, env: gym.Env, fps: int = 10, render_every: int | None = None, codec: str = "h264",
+                 crf: int = 22):
+        super().__init__(env)
+        self.fps = fps
+        control_freq = float(env.get_wrapper_attr("metadata").get("render_fps", fps))
+        self.render_every = render_every or max(int(round(control_freq / fps)), 1)
+        self.codec, self.crf = codec, crf
+        self.video_path: str | None = None
+        self._writer = None
+        self._step = 0
+        self.last_video: str | None = None
+
+    def _open(self, path: str) -> None:
+        import imageio
+
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._writer = imageio.get_writer(path, fps=self.fps, codec=self.codec, quality=None,
+                                          ffmpeg_params=["-crf", str(self.crf)], macro_block_size=1)
+        self._path = path
+
+    def close_video(self) -> str | None:
+        if self._writer is None:
+            return None
+        self._writer.close()
+        self._writer = None
+        self.last_video = self._path
+        return self._path
+
+    def _frame(self) -> None:
+        if self._writer is not None and self._step % self.render_every == 0:
+            self._writer.append_data(self.env.render())
+
+    def reset(self, **kwargs):
+        self.close_video()
+        out = self.env.reset(**kwargs)
+        self._step = 0
+        if self.video_path:
+            self._open(self.video_path)
+            self._frame()
+        return out
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._step += 1
+        self._frame()
+        if terminated or truncated:
+            self.close_video()
+        return obs, reward, terminated, truncated, info
+
+    def close(self):
+        self.close_video()
+        super().close()
+
+
+def stack_space(space: gym.spaces.Box, n: int) -> gym.spaces.Box:
+    return gym.spaces.Box(np.repeat(space.low[None], n, 0), np.repeat(space.high[None], n, 0),
+                          (n, *space.shape), space.dtype)
+
+
+class MultiStepWrapper(gym.Wrapper):
+    """Observation history of ``n_obs_steps`` and action chunks of up to ``n_action_steps``.
+
+    step(chunk (k, Da), k <= n_action_steps) runs the actions in order and stops inside the chunk
+    when the episode ends (success, ``max_episode_steps`` or the inner truncation). info holds
+    ``chunk_rewards`` (n_action_steps,) zero-padded, ``executed_actions`` (n_action_steps, Da)
+    zero-padded with ``n_executed`` valid rows (the actions as given, i.e. in policy space),
+    ``success`` and ``episode_length`` (control steps). The returned reward is the chunk's sum.
+    After the episode ended, step() is a no-op that repeats the final observation and flags.
+    """
+
+    def __init__(self, env: gym.Env, n_obs_steps: int, n_action_steps: int, max_episode_steps: int | None = None):
+        super().__init__(env)
+        self.n_obs_steps, self.n_action_steps = n_obs_steps, n_action_steps
+        self.max_episode_steps = max_episode_steps
+        self.observation_space = gym.spaces.Dict(
+            {k: stack_space(s, n_obs_steps) for k, s in env.observation_space.spaces.items()})
+        self.action_space = stack_space(env.action_space, n_action_steps)
+        self._history = collections.deque(maxlen=n_obs_steps)
+        self._ended = True
+        self.idle = False  # set per env (e.g. vector env set_attr) before reset
+
+    def _stacked(self) -> dict:
+        return {k: np.stack([o[k] for o in self._history]) for k in self._history[0]}
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._history.clear()
+        self._history.extend([obs] * self.n_obs_steps)  # pad the history with the first frame
+        # An idle env (padding in a batch of rollouts) is over before it starts: steps are no-ops.
+        self._ended, self._length, self._success = bool(self.idle), 0, False
+        self._flags = (False, bool(self.idle))
+        return self._stacked(), info
+
+    def step(self, chunk):
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if chunk.ndim == 1:
+            chunk = chunk[None]
+        da = self.env.action_space.shape[0]
+        rewards = np.zeros(self.n_action_steps, np.float32)
+        executed = np.zeros((self.n_action_steps, da), np.float32)
+        n = 0
+        if not self._ended:
+            for action in chunk[: self.n_action_steps]:
+                obs, reward, terminated, truncated, step_info = self.env.step(action)
+                self._history.append(obs)
+                rewards[n], executed[n] = reward, action
+                n += 1
+                self._length += 1
+                self._success = self._success or bool(step_info.get("success", False))
+                if self.max_episode_steps is not None and self._length >= self.max_episode_steps:
+                    truncated = not terminated
+                if terminated or truncated:
+                    self._ended, self._flags = True, (bool(terminated), bool(truncated))
+                    break
+        info = {"chunk_rewards": rewards, "executed_actions": executed, "n_executed": n,
+                "success": self._success, "episode_length": self._length}
+        terminated, truncated = self._flags
+        return self._stacked(), float(rewards.sum()), terminated, truncated, info

@@ -1,0 +1,87 @@
+"""What every workspace shares: the output directory, logs, W&B, and atomic checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from omegaconf import DictConfig, OmegaConf
+
+from zprl.common.checkpoint import atomic_save, load_checkpoint
+from zprl.common.logging import JsonLinesLogger, init_wandb, setup_text_log
+
+log = logging.getLogger("zprl")
+
+
+class BaseWorkspace:
+    """Owns the run directory; subclasses own one training loop and say what a checkpoint holds."""
+
+    step_key = "global_step"
+
+    def __init__(self, cfg: DictConfig, output_dir: str | None = None):
+        self.cfg = cfg
+        self._output_dir = output_dir
+        self.wandb_run = None
+        self.json_logger: JsonLinesLogger | None = None
+
+    @property
+    def output_dir(self) -> str:
+        if self._output_dir is None:
+            from hydra.core.hydra_config import HydraConfig
+
+            self._output_dir = HydraConfig.get().runtime.output_dir
+        return self._output_dir
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return os.path.join(self.output_dir, "checkpoints")
+
+    @property
+    def latest_path(self) -> str:
+        return os.path.join(self.checkpoint_dir, "latest.ckpt")
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def save_checkpoint(self, path: str | None = None) -> str:
+        payload = {
+            "cfg": OmegaConf.to_container(self.cfg, resolve=True),
+            "workspace": type(self).__name__,
+            "state": self.state_dict(),
+            "wandb_id": getattr(self.wandb_run, "id", None),
+        }
+        return atomic_save(payload, path or self.latest_path)
+
+    def resume_if_requested(self) -> dict | None:
+        """With training.resume=True and a latest.ckpt in the output dir, restore it exactly."""
+        if not self.cfg.training.get("resume", False) or not os.path.isfile(self.latest_path):
+            return None
+        payload = load_checkpoint(self.latest_path)
+        self.load_state_dict(payload["state"])
+        log.info("resumed from %s", self.latest_path)
+        return payload
+
+    # -- logging -----------------------------------------------------------------------------
+    def start_logging(self, resume_payload: dict | None, resume_step: int | None) -> None:
+        os.makedirs(self.output_dir, exist_ok=True)
+        os.makedirs(os.path.join(self.output_dir, "media"), exist_ok=True)
+        setup_text_log(os.path.join(self.output_dir, "train.log"))
+        self.json_logger = JsonLinesLogger(os.path.join(self.output_dir, "logs.json.txt"), self.step_key)
+        self.json_logger.start(resume_step if resume_payload is not None else None)
+        run_id = resume_payload.get("wandb_id") if resume_payload else None
+        self.wandb_run = init_wandb(self.cfg.logging, self.output_dir,
+                                    OmegaConf.to_container(self.cfg, resolve=True), run_id=run_id)
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.json_logger.log(metrics)
+        self.wandb_run.log({k: v for k, v in metrics.items() if not isinstance(v, str)}, step=step)
+
+    def finish_logging(self) -> None:
+        if self.json_logger is not None:
+            self.json_logger.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
