@@ -132,12 +132,13 @@ class OfflineWorkspace(BaseWorkspace):
             if self.ema is not None:
                 policy = self.ema.copy_to(self.ema_model)  # rollouts, validation and checkpoints use EMA weights
             policy.eval()
-            if val_loader is not None and self.epoch % cfg.training.val_every == 0:
+            # Periodic work happens after every k-th completed epoch and after the last one.
+            if val_loader is not None and self._due(cfg.training.val_every):
                 epoch_log["val_loss"] = self._validate(policy, val_loader, device)
-            if self.epoch % cfg.training.rollout_every == 0:
+            if self._due(cfg.training.rollout_every):
                 epoch_log.update(self._rollout(env_runner, policy))
             policy.train()
-            is_ckpt_epoch = self.epoch % cfg.training.checkpoint_every == 0
+            is_ckpt_epoch = self._due(cfg.training.checkpoint_every)
             self.epoch += 1
             self.log_metrics(epoch_log, step=self.global_step)
             if is_ckpt_epoch:
@@ -146,6 +147,9 @@ class OfflineWorkspace(BaseWorkspace):
         env_runner.close()
         self.finish_logging()
         return last
+
+    def _due(self, every: int) -> bool:
+        return (self.epoch + 1) % every == 0 or self.epoch + 1 == self.cfg.training.num_epochs
 
     def _train_epoch(self, loader, device, steps_per_epoch) -> dict:
         cfg = self.cfg
