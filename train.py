@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import zprl.common.config  # noqa: F401  (registers our OmegaConf resolvers)
-from zprl.common.errors import UserInputError
+from zprl.common.errors import find_user_error
 from zprl.workspace.cleanup import remove_if_only_hydra_files
 
 
@@ -25,10 +25,13 @@ def main(cfg: DictConfig) -> None:
     try:
         workspace = workspace_cls(cfg, output_dir=output_dir)
         workspace.run()
-    except UserInputError as err:
+    except Exception as err:
+        user_error = find_user_error(err)
+        if user_error is None:
+            raise
         # One line for the person; the run directory Hydra made is removed if we wrote nothing in it.
         remove_if_only_hydra_files(output_dir)
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_error}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -18,3 +18,14 @@ def run_cli(main, *args, **kwargs):
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def find_user_error(err: BaseException) -> UserInputError | None:
+    """The UserInputError behind ``err``, if any (Hydra's instantiate wraps what constructors raise)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserInputError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
