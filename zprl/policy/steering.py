@@ -6,14 +6,29 @@ SAC only sees ``state_dim``, ``action_dim`` and tensors; each interface says
   replay buffer stores these states, never images);
 - ``act(encoded, rl_action)``: the env action chunk (B, n_action_steps, Da) from the base policy
   steered by ``rl_action`` in [-1, 1]^action_dim;
-- ``warmup_action(B)``: the RL action used before learning starts (the unsteered base policy).
+- ``warmup_action(B)``: the RL action used before learning starts (the unsteered base policy);
+- ``explore(rl_action, agent_steps)``: what becomes of SAC's sampled action while collecting
+  (identity except for progressive exploration); the returned action is executed AND stored;
+- ``prepare(base_cfg)``: one-time setup before training (e.g. ``res_scale=auto``).
+
+The interfaces (config group ``steering``; see docs/steering.md):
+``zprl`` LatentSteering, ``action_residual`` ActionResidualSteering, ``noise`` NoiseSteering,
+``embedding_residual`` EmbeddingResidualSteering.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 from dataclasses import dataclass, field
 
 import torch
+
+log = logging.getLogger("zprl")
+
+# RMS of a unit uniform action, dz ~ U(-1, 1): the reference size of an actor's dz for res_scale=auto.
+UNIT_UNIFORM_RMS = 1.0 / math.sqrt(3.0)
 
 
 @dataclass
@@ -40,6 +55,10 @@ class Steering:
         return next(self.policy.parameters()).device
 
     @property
+    def emb_dim(self) -> int:
+        return self.policy.obs_dim
+
+    @property
     def state_dim(self) -> int:
         raise NotImplementedError
 
@@ -56,25 +75,66 @@ class Steering:
     def warmup_action(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.zeros(batch_size, self.action_dim, device=self.device)
 
+    def explore(self, rl_action: torch.Tensor, agent_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return rl_action
+
+    def prepare(self, base_cfg) -> dict:
+        """One-time setup before training; returns values worth logging."""
+        return {}
+
     def diagnostics(self, enc: Encoded, rl_action: torch.Tensor) -> dict:
         return {}
 
     def extra_state(self) -> dict:
-        """Values a checkpoint must keep to rebuild this interface exactly (e.g. a calibrated scale)."""
+        """Values a checkpoint must keep to rebuild this interface exactly (constructor kwargs)."""
         return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        from zprl.common.errors import UserInputError
+
+        if state.get("name", self.name) != self.name:
+            raise UserInputError(f"cannot resume: the checkpoint was trained with steering={state['name']}, "
+                                 f"this run uses steering={self.name}; pass steering={state['name']}")
+        for key, value in state.items():
+            if key != "name":
+                setattr(self, key, value)
+
+    # -- the unsteered base, shared by every interface that does not steer the latent ----------
+    def base_condition(self, emb: torch.Tensor) -> torch.Tensor:
+        """The U-Net condition the deployed base policy uses: the decoded posterior mean with a
+        VIB (the policy acts through the decoder), the embedding itself without one."""
+        if getattr(self.policy, "use_vib", False):
+            mu, _ = self.policy.vib_posterior(emb)
+            return self.policy.decode_latent(mu)
+        return emb
+
+
+def rms(x: torch.Tensor) -> float:
+    return x.float().pow(2).mean().sqrt().item()
 
 
 class LatentSteering(Steering):
-    """ZPRL: perturb the VIB latent, z' = z + res_scale * dz, and act through the decoder."""
+    """ZPRL: perturb the VIB latent, z' = z + res_scale * dz, and act through the decoder.
+
+    ``res_scale="auto"``: ``prepare`` picks lambda = calibration_target * RMS(z) / RMS(U(-1,1)),
+    i.e. an actor spreading dz evenly over [-1, 1] moves z by ``calibration_target`` of its RMS
+    (RMS(z) of the posterior, in expectation, over up to ``calibration_samples`` dataset
+    observations drawn with ``calibration_seed``).
+    """
 
     name = "zprl"
 
-    def __init__(self, policy, res_scale: float = 0.5):
+    def __init__(self, policy, res_scale: float | str = 0.5, calibration_target: float = 0.1,
+                 calibration_samples: int = 4096, calibration_seed: int = 0):
         super().__init__(policy)
         if not getattr(policy, "use_vib", False):
             raise ValueError("latent steering needs a base policy trained with the VIB (policy.use_vib=true)")
-        self.res_scale = float(res_scale)
-        self._emb_dim = None
+        if res_scale != "auto":
+            res_scale = float(res_scale)
+        self.res_scale = res_scale
+        self.calibration_target = float(calibration_target)
+        self.calibration_samples = int(calibration_samples)
+        self.calibration_seed = int(calibration_seed)
 
     @property
     def latent_dim(self) -> int:
@@ -82,9 +142,7 @@ class LatentSteering(Steering):
 
     @property
     def state_dim(self) -> int:
-        if self._emb_dim is None:
-            self._emb_dim = self.policy.obs_encoder.output_dim()
-        return self._emb_dim + self.latent_dim
+        return self.emb_dim + self.latent_dim
 
     @property
     def action_dim(self) -> int:
@@ -97,16 +155,223 @@ class LatentSteering(Steering):
         z = mu if deterministic else mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         return Encoded(torch.cat([emb, z], dim=-1), {"z": z})
 
+    def _scale(self) -> float:
+        if self.res_scale == "auto":
+            raise RuntimeError("res_scale=auto is calibrated by prepare(base_cfg) before acting")
+        return self.res_scale
+
     @torch.no_grad()
     def act(self, enc: Encoded, rl_action: torch.Tensor) -> torch.Tensor:
-        z = enc.parts["z"] + self.res_scale * rl_action
+        z = enc.parts["z"] + self._scale() * rl_action
         return self.policy.sample_action_chunk(self.policy.decode_latent(z))["action"]
 
+    def prepare(self, base_cfg) -> dict:
+        if self.res_scale != "auto":
+            return {}
+        rms_z = dataset_latent_rms(self.policy, base_cfg, self.calibration_samples, self.calibration_seed)
+        self.res_scale = res_scale_for_ratio(rms_z, self.calibration_target)
+        log.info("res_scale=auto: RMS(z) %.4f over the dataset -> lambda %.4f (RMS(lambda*dz) = %.3g x RMS(z) "
+                 "for dz ~ U(-1, 1))", rms_z, self.res_scale, self.calibration_target)
+        return {"steering/res_scale": self.res_scale, "steering/calibration_rms_z": rms_z}
+
     def diagnostics(self, enc: Encoded, rl_action: torch.Tensor) -> dict:
-        z = enc.parts["z"]
-        rms_z = z.pow(2).mean().sqrt().item()
-        rms_dz = (self.res_scale * rl_action).pow(2).mean().sqrt().item()
+        rms_z = rms(enc.parts["z"])
+        rms_dz = rms(self._scale() * rl_action)
         return {"rms_z": rms_z, "rms_scaled_dz": rms_dz, "rms_ratio": rms_dz / max(rms_z, 1e-8)}
 
     def extra_state(self) -> dict:
         return {"res_scale": self.res_scale}
+
+
+class ActionResidualSteering(Steering):
+    """Policy Decorator: a = a_base + alpha_res * da on the normalized executed chunk.
+
+    da covers the executed steps only (n_action_steps x Da): the rest of the horizon never
+    reaches the env. ``encode`` samples the base chunk once; it is part of the RL state
+    [obs_emb, base chunk (normalized, flattened)] and so is stored in the buffer with it.
+    Progressive exploration: while collecting, each env uses its residual with probability
+    min(agent_steps / progressive_steps, 1) and otherwise executes (and stores) da = 0.
+    """
+
+    name = "action_residual"
+
+    def __init__(self, policy, alpha_res: float = 0.1, progressive_steps: int = 50000):
+        super().__init__(policy)
+        self.alpha_res = float(alpha_res)
+        self.progressive_steps = int(progressive_steps)
+
+    @property
+    def chunk_shape(self) -> tuple[int, int]:
+        return self.policy.n_action_steps, self.policy.action_dim
+
+    @property
+    def action_dim(self) -> int:
+        return math.prod(self.chunk_shape)
+
+    @property
+    def state_dim(self) -> int:
+        return self.emb_dim + self.action_dim
+
+    @torch.no_grad()
+    def encode(self, obs: dict, deterministic: bool = False) -> Encoded:
+        emb = self.policy.encode_obs(obs)
+        chunk = self.policy.sample_action_chunk(self.base_condition(emb))["action"]
+        base = self.policy.normalizer["action"].normalize(chunk)
+        return Encoded(torch.cat([emb, base.flatten(1)], dim=-1), {"base": base})
+
+    @torch.no_grad()
+    def act(self, enc: Encoded, rl_action: torch.Tensor) -> torch.Tensor:
+        base = enc.parts["base"]
+        steered = base + self.alpha_res * rl_action.view(base.shape)
+        return self.policy.normalizer["action"].unnormalize(steered)
+
+    def residual_probability(self, agent_steps: int) -> float:
+        if self.progressive_steps <= 0:
+            return 1.0
+        return min(agent_steps / self.progressive_steps, 1.0)
+
+    def explore(self, rl_action: torch.Tensor, agent_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        p = self.residual_probability(agent_steps)
+        if p >= 1.0:
+            return rl_action
+        use = torch.rand(rl_action.shape[0], generator=generator) < p
+        return rl_action * use.to(rl_action)[:, None]
+
+    def diagnostics(self, enc: Encoded, rl_action: torch.Tensor) -> dict:
+        used = (rl_action.abs().amax(dim=-1) > 0).float().mean().item()
+        return {"rms_base_action": rms(enc.parts["base"]), "rms_scaled_residual": rms(self.alpha_res * rl_action),
+                "residual_used": used}
+
+    def extra_state(self) -> dict:
+        return {"alpha_res": self.alpha_res, "progressive_steps": self.progressive_steps}
+
+
+class NoiseSteering(Steering):
+    """DSRL: the actor picks the flow's initial noise, noise = noise_bound * rl_action.
+
+    The whole horizon's noise (horizon x Da) is the action, as the sampler needs it all. Before
+    learning, noise ~ N(0, I) clipped to +-noise_bound (returned as rl_action = noise / bound so
+    that one act() path serves both). The base is conditioned as deployed (decoded posterior mean).
+    """
+
+    name = "noise"
+
+    def __init__(self, policy, noise_bound: float = 1.5):
+        super().__init__(policy)
+        self.noise_bound = float(noise_bound)
+
+    @property
+    def noise_shape(self) -> tuple[int, int]:
+        return self.policy.horizon, self.policy.action_dim
+
+    @property
+    def action_dim(self) -> int:
+        return math.prod(self.noise_shape)
+
+    @property
+    def state_dim(self) -> int:
+        return self.emb_dim
+
+    @torch.no_grad()
+    def encode(self, obs: dict, deterministic: bool = False) -> Encoded:
+        emb = self.policy.encode_obs(obs)
+        return Encoded(emb, {"cond": self.base_condition(emb)})
+
+    @torch.no_grad()
+    def act(self, enc: Encoded, rl_action: torch.Tensor) -> torch.Tensor:
+        noise = self.noise_bound * rl_action.view(-1, *self.noise_shape)
+        return self.policy.sample_action_chunk(enc.parts["cond"], noise=noise.to(enc.parts["cond"]))["action"]
+
+    def warmup_action(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(batch_size, self.action_dim, generator=generator)
+        return (noise.clamp(-self.noise_bound, self.noise_bound) / self.noise_bound).to(self.device)
+
+    def diagnostics(self, enc: Encoded, rl_action: torch.Tensor) -> dict:
+        return {"rms_noise": rms(self.noise_bound * rl_action)}
+
+    def extra_state(self) -> dict:
+        return {"noise_bound": self.noise_bound}
+
+
+class EmbeddingResidualSteering(Steering):
+    """No-bottleneck ablation: cond = obs_emb + res_scale * d, fed straight to the U-Net.
+
+    This bypasses the VIB even when the base has one: the U-Net was trained on the raw obs_emb
+    (the imitation path), so d = 0 is that policy, not the decoder path ZPRL steers.
+    """
+
+    name = "embedding_residual"
+
+    def __init__(self, policy, res_scale: float = 0.025):
+        super().__init__(policy)
+        self.res_scale = float(res_scale)
+
+    @property
+    def action_dim(self) -> int:
+        return self.emb_dim
+
+    @property
+    def state_dim(self) -> int:
+        return self.emb_dim
+
+    @torch.no_grad()
+    def encode(self, obs: dict, deterministic: bool = False) -> Encoded:
+        emb = self.policy.encode_obs(obs)
+        return Encoded(emb, {"emb": emb})
+
+    @torch.no_grad()
+    def act(self, enc: Encoded, rl_action: torch.Tensor) -> torch.Tensor:
+        return self.policy.sample_action_chunk(enc.parts["emb"] + self.res_scale * rl_action)["action"]
+
+    def diagnostics(self, enc: Encoded, rl_action: torch.Tensor) -> dict:
+        rms_emb = rms(enc.parts["emb"])
+        rms_d = rms(self.res_scale * rl_action)
+        return {"rms_emb": rms_emb, "rms_scaled_d": rms_d, "rms_ratio": rms_d / max(rms_emb, 1e-8)}
+
+    def extra_state(self) -> dict:
+        return {"res_scale": self.res_scale}
+
+
+# -- res_scale=auto ------------------------------------------------------------------------------
+def res_scale_for_ratio(rms_z: float, target: float, rms_dz: float = UNIT_UNIFORM_RMS) -> float:
+    """lambda with RMS(lambda * dz) = target * RMS(z)."""
+    return float(target) * float(rms_z) / float(rms_dz)
+
+
+def dataset_observations(base_cfg, max_samples: int, seed: int = 0, batch_size: int = 256):
+    """Batches of observation dicts (B, n_obs_steps, ...) from up to ``max_samples`` random windows
+    of the base policy's training dataset (``base_cfg.task.dataset``)."""
+    import hydra
+
+    from zprl.common.errors import UserInputError
+    from zprl.data.paths import missing_dataset_message
+
+    path = str(base_cfg.task.dataset.dataset_path)
+    if not os.path.isfile(path):
+        raise UserInputError(f"{missing_dataset_message(path)} (steering.res_scale=auto calibrates on the base "
+                             "policy's dataset; or set steering.res_scale to a number)")
+    dataset = hydra.utils.instantiate(base_cfg.task.dataset)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_samples].tolist()
+    subset = torch.utils.data.Subset(dataset, order)
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0)
+    for batch in loader:
+        yield batch["obs"]
+
+
+@torch.no_grad()
+def latent_rms(policy, obs_batches) -> float:
+    """RMS of z as collected online (z ~ N(mu, sigma^2), the posterior), taken in expectation:
+    sqrt(mean over observations and dims of mu^2 + sigma^2), so no sampling noise enters lambda."""
+    total, count = 0.0, 0
+    for obs in obs_batches:
+        obs = {k: v.to(policy.device) for k, v in obs.items()}
+        mu, logvar = policy.vib_posterior(policy.encode_obs(obs))
+        total += (mu.double().pow(2) + logvar.double().exp()).sum().item()
+        count += mu.numel()
+    if count == 0:
+        raise ValueError("no observations to calibrate res_scale on")
+    return math.sqrt(total / count)
+
+
+def dataset_latent_rms(policy, base_cfg, max_samples: int, seed: int = 0) -> float:
+    return latent_rms(policy, dataset_observations(base_cfg, max_samples, seed))

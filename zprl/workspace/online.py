@@ -44,6 +44,8 @@ def apply_debug_overrides(cfg: DictConfig) -> None:
         t.batch_size, t.buffer_size = 32, 1000
         t.eval_every = t.checkpoint_every = 64
         t.log_every = 16
+        if "progressive_steps" in cfg.steering:  # action residual: reach full residual use within the run
+            cfg.steering.progressive_steps = min(cfg.steering.progressive_steps, t.total_agent_steps)
 
 
 def obs_to_torch(obs: dict, device, dtype=torch.float32) -> dict:
@@ -111,6 +113,7 @@ class OnlineWorkspace(BaseWorkspace):
         if state["base_ckpt_sha256"] != self.base_ckpt_sha256:
             raise UserInputError(f"cannot resume: {self.base_ckpt_path} is not the base checkpoint this run started "
                                  f"from (sha256 differs); pass the original online_task.base_ckpt")
+        self.steering.load_extra_state(state["steering"])
         self.sac.load_state_dict(state["sac"])
         if state["replay"] is not None:
             self.buffer.load_state_dict(state["replay"])
@@ -132,7 +135,11 @@ class OnlineWorkspace(BaseWorkspace):
     def run(self) -> dict:
         cfg, t, o = self.cfg, self.cfg.training, self.cfg.online_task
         resumed = self.resume_if_requested()
+        # before any output: may read the dataset (steering.res_scale=auto) and fail on it
+        prepared = self.steering.prepare(self.base_cfg) if resumed is None else {}
         self.start_logging(resumed, self.agent_steps if resumed else None)
+        if prepared:
+            self.log_metrics({**self._counters(), **prepared}, step=self.agent_steps)
         shape_meta = OmegaConf.to_container(self.base_cfg.shape_meta, resolve=True)
         n_obs_steps = self.steering.policy.n_obs_steps
         train_cfg = RolloutEnvConfig(env_meta=self.env_meta, shape_meta=shape_meta, n_obs_steps=n_obs_steps,
@@ -160,7 +167,7 @@ class OnlineWorkspace(BaseWorkspace):
                 if warm:
                     rl_action = self.steering.warmup_action(o.n_envs)
                 else:
-                    rl_action = self.sac.act(enc.state)
+                    rl_action = self.steering.explore(self.sac.act(enc.state), self.agent_steps)
                 chunk = self.steering.act(enc, rl_action)
                 obs, _, term, trunc, raw_info = envs.step(chunk.cpu().numpy())
                 info = step_info(raw_info)  # each env's chunk info, also for envs that just auto-reset

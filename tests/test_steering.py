@@ -1,0 +1,247 @@
+"""Steering interfaces: semantics of encode/act on a real (tiny) base policy, res_scale=auto, and a
+short real-robosuite online run + eval_sum rebuild for every interface."""
+
+from __future__ import annotations
+
+import glob
+import inspect
+import json
+import math
+import os
+
+import pytest
+import torch
+from conftest import compose_config
+from omegaconf import OmegaConf
+
+from zprl.common.errors import UserInputError
+from zprl.common.logging import read_json_lines
+from zprl.policy import steering as S
+from zprl.policy.checkpoint import load_base_policy, read_checkpoint
+
+INTERFACES = {"zprl": S.LatentSteering, "action_residual": S.ActionResidualSteering,
+              "noise": S.NoiseSteering, "embedding_residual": S.EmbeddingResidualSteering}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def compose_cfg(name, overrides):
+    cfg = compose_config(name, overrides)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def base_ckpt(tiny_base_ckpt):
+    """The session's tiny VIB base policy (conftest: scripted lift demos -> a few offline steps)."""
+    return tiny_base_ckpt
+
+
+@pytest.fixture(scope="module")
+def base(base_ckpt):
+    policy, cfg, _ = load_base_policy(base_ckpt)
+    return policy, cfg
+
+
+def dataset_obs(cfg, n=8):
+    return next(S.dataset_observations(cfg, n, seed=1, batch_size=n))
+
+
+def seeded(fn, seed=7):
+    torch.manual_seed(seed)
+    return fn()
+
+
+# ------------------------------------------------------------------ contract and semantics
+@pytest.mark.parametrize("name", INTERFACES)
+def test_contract_shapes(base, name):
+    policy, cfg = base
+    steering = INTERFACES[name](policy)
+    obs = dataset_obs(cfg)
+    enc = steering.encode(obs)
+    E, Z, K, H, D = policy.obs_dim, policy.vib_latent_dim, policy.n_action_steps, policy.horizon, policy.action_dim
+    expected_action_dim = {"zprl": Z, "action_residual": K * D, "noise": H * D, "embedding_residual": E}[name]
+    expected_state_dim = E + {"zprl": Z, "action_residual": K * D, "noise": 0, "embedding_residual": 0}[name]
+    assert steering.action_dim == expected_action_dim and steering.state_dim == expected_state_dim
+    assert enc.state.shape == (8, expected_state_dim)
+    rl_action = torch.rand(8, steering.action_dim) * 2 - 1
+    assert steering.act(enc, rl_action).shape == (8, policy.n_action_steps, policy.action_dim)
+    assert steering.act(enc.index(slice(2, 5)), rl_action[2:5]).shape == (3, K, D)
+    # what a checkpoint keeps must be constructor arguments (load_steered_policy passes them back)
+    assert set(steering.extra_state()) <= set(inspect.signature(INTERFACES[name]).parameters)
+
+
+def test_zprl_moves_the_latent_through_the_decoder(base):
+    policy, cfg = base
+    steering = S.LatentSteering(policy, res_scale=0.5)
+    enc = steering.encode(dataset_obs(cfg), deterministic=True)
+    mu, _ = policy.vib_posterior(policy.encode_obs(dataset_obs(cfg)))
+    torch.testing.assert_close(enc.parts["z"], mu)
+    dz = torch.rand(8, policy.vib_latent_dim) * 2 - 1
+    got = seeded(lambda: steering.act(enc, dz))
+    want = seeded(lambda: policy.sample_action_chunk(policy.decode_latent(mu + 0.5 * dz))["action"])
+    torch.testing.assert_close(got, want)
+    obs = dataset_obs(cfg)  # outside seeded(): a DataLoader draws from the global RNG
+    base_chunk = seeded(lambda: policy.predict_action(obs)["action"])
+    torch.testing.assert_close(seeded(lambda: steering.act(enc, steering.warmup_action(8))), base_chunk)
+
+
+def test_action_residual_adds_scaled_residual_in_normalized_space(base):
+    policy, cfg = base
+    steering = S.ActionResidualSteering(policy, alpha_res=0.1)
+    obs = dataset_obs(cfg)
+    enc = seeded(lambda: steering.encode(obs))
+    # the base chunk in the state is the deployed base policy's chunk (same flow noise)
+    base_chunk = seeded(lambda: policy.predict_action(obs)["action"])
+    torch.testing.assert_close(steering.act(enc, torch.zeros(8, steering.action_dim)), base_chunk, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(enc.state[:, policy.obs_dim:], enc.parts["base"].flatten(1))
+    da = torch.rand(8, steering.action_dim) * 2 - 1
+    moved = policy.normalizer["action"].normalize(steering.act(enc, da)) - enc.parts["base"]
+    torch.testing.assert_close(moved, 0.1 * da.view(8, policy.n_action_steps, policy.action_dim), atol=1e-5, rtol=1e-4)
+
+
+def test_action_residual_progressive_exploration(base):
+    steering = S.ActionResidualSteering(base[0], progressive_steps=1000)
+    gen = torch.Generator().manual_seed(0)
+    da = torch.rand(20000, steering.action_dim) * 2 - 1
+    assert steering.explore(da, 0, gen).abs().sum() == 0
+    assert steering.explore(da, 1000, gen) is da and steering.explore(da, 5000, gen) is da
+    out = steering.explore(da, 250, gen)
+    used = out.abs().amax(-1) > 0
+    assert abs(used.float().mean().item() - 0.25) < 0.015  # binomial sd 0.003
+    torch.testing.assert_close(out[used], da[used])  # a row is either the residual or exactly zero
+    assert S.ActionResidualSteering(base[0], progressive_steps=0).residual_probability(0) == 1.0
+
+
+def test_noise_steering_is_bounded_and_warmup_is_clipped_gaussian(base):
+    policy, cfg = base
+    steering = S.NoiseSteering(policy)
+    enc = steering.encode(dataset_obs(cfg))
+    shape = (8, policy.horizon, policy.action_dim)
+    rl = torch.rand(8, steering.action_dim) * 2 - 1
+    want = policy.sample_action_chunk(enc.parts["cond"], noise=1.5 * rl.view(shape))["action"]
+    torch.testing.assert_close(steering.act(enc, rl), want)
+    # zero action = the deployed base policy started from zero noise
+    zero = policy.predict_action(dataset_obs(cfg), noise=torch.zeros(shape))["action"]
+    torch.testing.assert_close(steering.act(enc, torch.zeros(8, steering.action_dim)), zero)
+    warm = steering.warmup_action(4000, torch.Generator().manual_seed(0))
+    assert warm.abs().max() <= 1.0
+    clipped = (warm.abs() == 1.0).float().mean().item()
+    assert abs(clipped - math.erfc(1.5 / math.sqrt(2))) < 0.005  # P(|N(0,1)| > 1.5) = 0.1336
+    inside = warm[warm.abs() < 1.0] * 1.5
+    assert abs(inside.std().item() - 0.74) < 0.02  # sd of N(0,1) truncated to +-1.5
+
+
+def test_embedding_residual_conditions_the_unet_directly(base):
+    policy, cfg = base
+    steering = S.EmbeddingResidualSteering(policy)
+    obs = dataset_obs(cfg)
+    enc = steering.encode(obs)
+    d = torch.rand(8, policy.obs_dim) * 2 - 1
+    emb = policy.encode_obs(obs)
+    torch.testing.assert_close(seeded(lambda: steering.act(enc, d)),
+                               seeded(lambda: policy.sample_action_chunk(emb + 0.025 * d)["action"]))
+    no_vib = seeded(lambda: policy.predict_action(obs, use_vib=False)["action"])
+    torch.testing.assert_close(seeded(lambda: steering.act(enc, torch.zeros(8, policy.obs_dim))), no_vib)
+
+
+def test_res_scale_auto_hits_the_target_ratio(base):
+    policy, cfg = base
+    steering = S.LatentSteering(policy, res_scale="auto", calibration_target=0.2, calibration_samples=10000)
+    with pytest.raises(RuntimeError, match="prepare"):
+        steering.act(steering.encode(dataset_obs(cfg)), torch.zeros(8, policy.vib_latent_dim))
+    logged = steering.prepare(cfg)
+    assert logged["steering/res_scale"] == steering.res_scale > 0
+    # independent Monte Carlo check: posterior samples of every dataset observation, dz ~ U(-1, 1)
+    torch.manual_seed(0)
+    obs = list(S.dataset_observations(cfg, 10000, batch_size=64))
+    zs = [S.LatentSteering(policy).encode(o).parts["z"] for _ in range(100) for o in obs]
+    rms_z = torch.cat(zs).pow(2).mean().sqrt().item()
+    assert logged["steering/calibration_rms_z"] == pytest.approx(rms_z, rel=0.02)
+    dz = torch.rand(200000, policy.vib_latent_dim) * 2 - 1
+    ratio = (steering.res_scale * dz).pow(2).mean().sqrt().item() / rms_z
+    assert ratio == pytest.approx(0.2, rel=0.02)
+    assert S.res_scale_for_ratio(2.0, 0.1) == pytest.approx(0.2 * math.sqrt(3))
+    assert steering.extra_state() == {"res_scale": steering.res_scale}
+
+
+def test_res_scale_auto_without_dataset_is_one_line_error(base, tmp_path):
+    policy, cfg = base
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    missing = str(tmp_path / "gone.hdf5")
+    cfg.task.dataset.dataset_path = missing
+    with pytest.raises(UserInputError) as err:
+        S.LatentSteering(policy, res_scale="auto").prepare(cfg)
+    assert missing in str(err.value) and "steering.res_scale" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resume_refuses_another_interface(base):
+    steering = S.NoiseSteering(base[0])
+    steering.load_extra_state({"name": "noise", "noise_bound": 2.0})
+    assert steering.noise_bound == 2.0
+    with pytest.raises(UserInputError, match="steering=zprl"):
+        steering.load_extra_state({"name": "zprl", "res_scale": 0.5})
+
+
+# ------------------------------------------------------------------ short online runs (real robosuite)
+TINY_RUN = ["training.device=cpu", "logging.mode=disabled", "online_task.n_envs=2", "online_task.n_eval_envs=1",
+            "online_task.n_eval_episodes=1", "online_task.n_eval_vis=0", "online_task.max_steps=40",
+            "training.total_agent_steps=48", "training.warmup_agent_steps=16", "training.training_freq=8",
+            "training.batch_size=16", "training.buffer_size=1000", "training.eval_every=48",
+            "training.checkpoint_every=48", "training.log_every=8"]
+RUN_OVERRIDES = {"zprl": ["steering.res_scale=auto"], "action_residual": ["steering.progressive_steps=32"],
+                 "noise": [], "embedding_residual": []}
+
+
+def run_online(base_ckpt, name, out_dir):
+    from zprl.workspace.online import OnlineWorkspace
+
+    cfg = compose_cfg("train_online_vib_robomimic_workspace", [
+        "online_task=lift_lowdim_abs", f"online_task.base_ckpt={base_ckpt}", f"steering={name}",
+        *TINY_RUN, *RUN_OVERRIDES[name]])
+    OnlineWorkspace(cfg, output_dir=out_dir).run()
+    return read_json_lines(os.path.join(out_dir, "logs.json.txt"))
+
+
+@pytest.mark.parametrize("name", [pytest.param("zprl"), pytest.param("action_residual", marks=pytest.mark.slow),
+                                  pytest.param("noise", marks=pytest.mark.slow),
+                                  pytest.param("embedding_residual", marks=pytest.mark.slow)])
+def test_online_run_and_eval_sum_rebuild(base_ckpt, name, tmp_path):
+    import eval_sum
+    from zprl.policy.steered import load_steered_policy
+
+    records = run_online(base_ckpt, name, str(tmp_path / "run"))
+    evals = [r for r in records if "eval/success_rate" in r]
+    assert [r["eval/base_only"] for r in evals] == [1, 0] and [r["env_steps"] for r in evals] == [0, 48 * 4]
+    train = [r for r in records if "train/warmup" in r]
+    assert [r["train/warmup"] for r in train] == [1, 1, 0, 0, 0, 0]
+    assert train[-1]["updates"] > 0 and train[-1]["buffer_size"] == 48
+    assert all("train/action_delta" in r for r in train)
+
+    ckpt = os.path.join(str(tmp_path / "run"), "checkpoints", "step_000048.ckpt")
+    state = read_checkpoint(ckpt)["state"]
+    assert state["steering"]["name"] == name
+    policy, _, _ = load_steered_policy(ckpt)
+    assert type(policy.steering) is INTERFACES[name]
+    assert policy.steering.extra_state() == {k: v for k, v in state["steering"].items() if k != "name"}
+    if name == "zprl":  # calibrated once, logged, stored, rebuilt
+        (cal,) = [r for r in records if "steering/res_scale" in r]
+        assert state["steering"]["res_scale"] == pytest.approx(cal["steering/res_scale"]) and cal["env_steps"] == 0
+        assert [r for r in train if "rms_ratio" in r][-1]["rms_ratio"] > 0
+    if name == "action_residual":
+        assert state["steering"]["progressive_steps"] == 32
+        assert train[-1]["residual_used"] == 1.0  # past H every env uses its residual
+    for key, value in state["sac"]["actor"].items():
+        torch.testing.assert_close(policy.actor.state_dict()[key], value)
+
+    out = str(tmp_path / "eval")
+    assert eval_sum.main(["-c", ckpt, "-o", out, "-d", "cpu", "-n", "1", "--n_vis", "0", "--n_envs", "1"]) == 0
+    log = json.load(open(os.path.join(out, "eval_log.json")))
+    assert log["n_episodes"] == 1 and log["steering"]["name"] == name and 0.0 <= log["mean_score"] <= 1.0
+    assert not glob.glob(os.path.join(out, "media", "*.mp4"))
