@@ -21,6 +21,11 @@ class BaseWorkspace:
     def __init__(self, cfg: DictConfig, output_dir: str | None = None):
         self.cfg = cfg
         self._output_dir = output_dir
+        if cfg.training.get("num_threads"):
+            import torch
+
+            # On a busy CPU, intra-op threads that spin-wait for each other cost more than they give.
+            torch.set_num_threads(int(cfg.training.num_threads))
         self.wandb_run = None
         self.json_logger: JsonLinesLogger | None = None
 
