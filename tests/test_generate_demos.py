@@ -202,3 +202,22 @@ def test_image_demo_layout(tmp_path):
         top, bottom = g["obs"]["agentview_image"][0][:20].mean(), g["obs"]["agentview_image"][0][-20:].mean()
         assert bottom != top
         assert set(f["mask"].keys()) == {"train", "valid"}
+
+
+@pytest.mark.slow
+def test_transport_demo_has_both_arms(tmp_path):
+    path = str(tmp_path / "transport.hdf5")
+    s = generate_demos("transport", 1, quality="expert", obs="low_dim", seed=0, output=path, show_progress=False)
+    assert s["kept"] == 1 and s["successes"] >= 1
+    with h5py.File(path, "r") as f:
+        g = f["data/demo_0"]
+        n = int(g.attrs["num_samples"])
+        assert g["actions"].shape == (n, 14) and n <= 700
+        for key in ("robot0_eef_pos", "robot1_eef_pos", "robot1_gripper_qpos", "object"):
+            assert g["obs"][key].shape[0] == n
+        env_args = json.loads(f["data"].attrs["env_args"])
+        assert env_args["env_name"] == "TwoArmTransport"
+        assert env_args["env_kwargs"]["env_configuration"] == "single-arm-opposed"
+        # both grippers opened and closed
+        for arm in (0, 1):
+            assert set(np.unique(g["actions"][:, 7 * arm + 6])) == {-1.0, 1.0}

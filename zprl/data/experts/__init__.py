@@ -12,12 +12,14 @@ from zprl.data.experts.base import Expert
 from zprl.data.experts.can import CanExpert
 from zprl.data.experts.lift import LiftExpert
 from zprl.data.experts.square import SquareExpert
+from zprl.data.experts.transport import TransportExpert
 from zprl.data.experts.tiers import EXPERT, TIER_NAMES, TIERS, Tier, get_tier, tier_schedule
 
 EXPERTS: dict[str, type[Expert]] = {
     "lift": LiftExpert,
     "can": CanExpert,
     "square": SquareExpert,
+    "transport": TransportExpert,
 }
 
 
