@@ -11,7 +11,9 @@ import torch  # noqa: E402
 
 import zprl.common.config  # noqa: E402,F401  (OmegaConf resolvers used by the configs)
 
-torch.set_num_threads(2)
+# The test networks are tiny: per-op overhead dominates and a second intra-op thread only adds
+# contention (env worker processes share the same cores).
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -15,13 +15,6 @@ DEMO_LEN = 40
 WINDOW_STARTS = (0, 8, 16, 24)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks are dominated by per-op overhead; a second thread only adds contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def demo():

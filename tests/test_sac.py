@@ -15,13 +15,6 @@ from zprl.rl.sac import SAC, CriticEnsemble, TanhGaussianActor, squashed_gaussia
 S, A = 6, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny nets: a second thread only adds contention on the shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_sac(**kw):

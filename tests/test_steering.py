@@ -23,12 +23,6 @@ INTERFACES = {"zprl": S.LatentSteering, "action_residual": S.ActionResidualSteer
               "noise": S.NoiseSteering, "embedding_residual": S.EmbeddingResidualSteering}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def compose_cfg(name, overrides):
