@@ -1,10 +1,10 @@
 #!/bin/bash
-# CPU base policy for low-dim can: small U-Net, batch 128, lr 3e-4, rollouts every 4 epochs on 20 test seeds.
-cd /work/main && exec .venv/bin/python train.py --config-name=train_flow_match_vib_unet_image_workspace \
-  task=can_lowdim_abs training.device=cpu training.seed=0 task.dataset.seed=0 exp_name=cpu_base \
+# CPU base policy for low-dim can: small U-Net, batch 128, lr 3e-4, 12 epochs, one rollout on 20 test seeds at the end.
+cd "$(dirname "$0")/../.." && exec .venv/bin/python train.py --config-name=train_flow_match_vib_unet_image_workspace \
+  task=can_lowdim_abs training.device=cpu training.num_threads=1 training.seed=0 task.dataset.seed=0 exp_name=cpu_base \
   policy.down_dims=[32,64,128] dataloader.batch_size=128 optimizer.lr=3e-4 training.lr_warmup_steps=50 \
-  training.num_epochs=8 training.rollout_every=4 training.checkpoint_every=2 \
-  training.val_every=5 dataloader.num_workers=0 val_dataloader.num_workers=0 dataloader.pin_memory=false \
+  training.num_epochs=12 training.rollout_every=12 training.checkpoint_every=4 \
+  training.val_every=12 dataloader.num_workers=0 val_dataloader.num_workers=0 dataloader.pin_memory=false \
   val_dataloader.pin_memory=false task.env_runner.n_train=0 task.env_runner.n_train_vis=0 \
   task.env_runner.n_test=20 task.env_runner.n_test_vis=2 logging.mode=disabled \
-  hydra.run.dir=data/runs/offline_can_lowdim
+  hydra.run.dir=data/runs/offline_can_lowdim_12ep
