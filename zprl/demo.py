@@ -241,9 +241,9 @@ def run_data(paths: DemoPaths, plan: DemoPlan) -> None:
         os.remove(paths.dataset)
     delta = delta_path_for(paths.dataset, "low_dim")
     if os.path.exists(delta):
-        from zprl.data.prepare import _problem
+        from zprl.data.prepare import file_problem
 
-        if _problem(delta, TASK, "low_dim", plan.num_demos, absolute=False,
+        if file_problem(delta, TASK, "low_dim", plan.num_demos, absolute=False,
                     made_with={"task": TASK, "quality": "mixed", "seed": 0}) is not None:
             os.remove(delta)
     prepare(TASK, "low_dim", num_demos=plan.num_demos, seed=0, quality="mixed", output=paths.dataset)

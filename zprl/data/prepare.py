@@ -26,7 +26,7 @@ def _has_images(info: dict) -> bool:
     return any(k.endswith("_image") for k in info["obs_keys"])
 
 
-def _problem(path: str, task: str, obs: str, num_demos: int, absolute: bool, made_with=None) -> str | None:
+def file_problem(path: str, task: str, obs: str, num_demos: int, absolute: bool, made_with=None) -> str | None:
     """Why ``path`` is not the finished file this request would make (None if it is)."""
     from zprl.env.robomimic_env import ENV_NAMES
 
@@ -79,7 +79,7 @@ def prepare(task, obs, num_demos=100, seed=0, quality="mixed", output=None, over
 
     made_with = {"task": task, "quality": quality, "seed": int(seed)}
     if os.path.exists(output) and not overwrite:
-        why = _problem(output, task, obs, num_demos, absolute=True, made_with=made_with)
+        why = file_problem(output, task, obs, num_demos, absolute=True, made_with=made_with)
         if why is None:
             print(f"{output} is already complete ({num_demos} {task} demos, {obs}, absolute actions); "
                   "nothing to do (pass --overwrite to remake it)")
@@ -88,7 +88,7 @@ def prepare(task, obs, num_demos=100, seed=0, quality="mixed", output=None, over
 
     reuse = False
     if os.path.exists(delta_path) and not overwrite:
-        why = _problem(delta_path, task, obs, num_demos, absolute=False, made_with=made_with)
+        why = file_problem(delta_path, task, obs, num_demos, absolute=False, made_with=made_with)
         if why is not None:
             raise UserInputError(f"{delta_path} exists but is not the requested delta-action file: {why}; "
                                  "pass --overwrite to remake it")
