@@ -55,12 +55,13 @@ class DemoPlan:
     warmup_agent_steps: int = 200
     training_freq: int = 100
     rl_batch_size: int = 256
-    eval_every: int = 300
+    eval_every: int = 400        # agent steps: evaluations at 0, 400, 800, 1200
     sac_hidden: tuple = (256, 256, 256)
 
     def offline_overrides(self, dataset_path: str, run_dir: str) -> list[str]:
         o = {
             "task": f"{TASK}_lowdim_abs", "task.dataset_path": dataset_path, "training.device": "cpu",
+            "training.num_threads": 1,  # two spin-waiting OpenMP threads beside sim workers slow 2 cores down
             "training.seed": 0, "task.dataset.seed": 0, "exp_name": "demo", "logging.mode": "disabled",
             "policy.down_dims": _list(self.down_dims), "dataloader.batch_size": self.batch_size,
             "val_dataloader.batch_size": self.batch_size, "optimizer.lr": self.lr,
@@ -83,6 +84,7 @@ class DemoPlan:
     def online_overrides(self, base_ckpt: str, run_dir: str) -> list[str]:
         o = {
             "online_task": f"{TASK}_lowdim_abs", "online_task.base_ckpt": base_ckpt, "training.device": "cpu",
+            "training.num_threads": 1,
             "training.seed": 0, "exp_name": "demo", "logging.mode": "disabled", "training.resume": "true",
             "online_task.n_envs": self.n_envs, "online_task.n_eval_envs": self.n_eval_envs,
             "online_task.n_eval_episodes": self.eval_episodes, "online_task.n_eval_vis": min(2, self.eval_vis),
@@ -224,7 +226,8 @@ def eval_problem(output_dir: str, n_episodes: int, checkpoint: str) -> str | Non
 
 def _run(cmd: list[str]) -> None:
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "2")
+    # one torch thread per process: on 2 cores the sim workers need the other one
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("MUJOCO_GL", "egl")
     env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"])
     print("$ " + " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), flush=True)
