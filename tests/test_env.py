@@ -105,6 +105,22 @@ def test_seeded_reset_is_reproducible_and_isolated(lift_env):
     assert np.abs(nxt[:2] - first[:2]).max() > 1e-3
 
 
+def test_separately_built_envs_are_the_same_task(lift_env, env_meta):
+    """robosuite draws lift's cube size at construction: every env we build must draw the same one,
+    or a seed would mean different episodes in different workers and runs."""
+    np.random.seed(12345)  # whatever the caller's global RNG holds
+    other = RobomimicGymEnv(env_meta, SHAPE_META, abs_action=True, max_steps=200, render_size=None)
+    try:
+        size = lambda e: e.env.env.cube.size  # noqa: E731
+        np.testing.assert_array_equal(size(lift_env), size(other))
+        for seed in (0, 3):
+            a, b = lift_env.reset(seed=seed)[0], other.reset(seed=seed)[0]
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{key} after reset(seed={seed})")
+    finally:
+        other.close()
+
+
 def test_rot6d_action_drives_like_axis_angle(lift_env):
     obs, _ = lift_env.reset(seed=1)
     aa = np.array([np.pi * 0.98, 0.1, 0.0])

@@ -94,8 +94,12 @@ class RobomimicGymEnv(gym.Env):
         if self.render_size is not None:
             w, h = max(w, self.render_size[1]), max(h, self.render_size[0])
         apply_render_patches(buffer_size=(w, h))
-        self.env = create_env(env_meta, obs_keys=list(shape_meta["obs"]), abs_action=abs_action, hard_reset=False,
-                              render_offscreen=True if self.render_size is not None else None)
+        # robosuite draws some model properties once, at construction, from np.random (lift's cube
+        # size, kept across resets since hard_reset=False): a fixed stream makes every env the same
+        # task in every process and run, so evaluation seeds mean the same episodes everywhere.
+        with numpy_global_rng(np.random.RandomState(0)):
+            self.env = create_env(env_meta, obs_keys=list(shape_meta["obs"]), abs_action=abs_action,
+                                  hard_reset=False, render_offscreen=True if self.render_size is not None else None)
         self.n_arms = len(self.env.env.robots)
         self.control_freq = float(self.env.env.control_freq)
         self.metadata = {**self.metadata, "render_fps": self.control_freq}
