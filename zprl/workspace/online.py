@@ -160,7 +160,10 @@ class OnlineWorkspace(BaseWorkspace):
             enc = self.steering.encode(obs_to_torch(obs, self.device))
             bar = tqdm.tqdm(total=t.total_agent_steps, initial=self.agent_steps, desc="agent steps",
                             mininterval=t.tqdm_interval_sec)
-            collected, metrics = 0, {}
+            collected, pending, log_due, metrics = 0, 0, False, {}
+            # overlap: an update round runs while the workers simulate the next chunk, whose action
+            # therefore comes from the actor before that round (a one-chunk lag per round)
+            overlap = bool(t.get("overlap_updates", False)) and hasattr(envs, "step_async")
             next_log, next_eval, next_ckpt = (self._next_multiple(k) for k in (t.log_every, t.eval_every, t.checkpoint_every))
             while self.agent_steps < t.total_agent_steps:
                 warm = self.agent_steps < t.warmup_agent_steps
@@ -169,7 +172,18 @@ class OnlineWorkspace(BaseWorkspace):
                 else:
                     rl_action = self.steering.explore(self.sac.act(enc.state), self.agent_steps)
                 chunk = self.steering.act(enc, rl_action)
-                obs, _, term, trunc, raw_info = envs.step(chunk.cpu().numpy())
+                if overlap:
+                    # the workers simulate this chunk while the update round owed by the last one runs
+                    envs.step_async(chunk.cpu().numpy())
+                    if pending:
+                        metrics.update(self._update(pending))
+                        pending = 0
+                        if log_due:  # the record the serial loop would have written after this round
+                            self._log_train(metrics, smooth, warm=False)
+                            log_due = False
+                    obs, _, term, trunc, raw_info = envs.step_wait()
+                else:
+                    obs, _, term, trunc, raw_info = envs.step(chunk.cpu().numpy())
                 info = step_info(raw_info)  # each env's chunk info, also for envs that just auto-reset
                 reward = discounted_chunk_reward(info["chunk_rewards"], cfg.sac.gamma_step)
                 term, trunc = np.asarray(term), np.asarray(trunc)
@@ -198,14 +212,24 @@ class OnlineWorkspace(BaseWorkspace):
                 collected += o.n_envs
                 bar.update(o.n_envs)
                 if not warm and collected >= t.training_freq:
-                    metrics.update(self._update(int(collected * t.utd)))
+                    if overlap:
+                        pending = int(collected * t.utd)
+                    else:
+                        metrics.update(self._update(int(collected * t.utd)))
                     collected = 0
                 elif warm:
                     collected = 0
-                if self.agent_steps >= next_log:
-                    self._log_train(metrics, smooth, warm)
-                    next_log = self._next_multiple(t.log_every)
                 finished = self.agent_steps >= t.total_agent_steps
+                if pending and (finished or self.agent_steps >= min(next_eval, next_ckpt)):
+                    # evaluations and checkpoints see every update owed so far (resume stays exact)
+                    metrics.update(self._update(pending))
+                    pending = 0
+                if self.agent_steps >= next_log:
+                    if pending:
+                        log_due = True  # written once the round has run, beside the next chunk's simulation
+                    else:
+                        self._log_train(metrics, smooth, warm)
+                    next_log = self._next_multiple(t.log_every)
                 if self.agent_steps >= next_eval or finished:
                     last_eval = self._evaluate(evaluator)
                     next_eval = self._next_multiple(t.eval_every)
