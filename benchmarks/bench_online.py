@@ -8,8 +8,10 @@ checkpoint writes switched off; the replay buffer is pre-filled with one batch o
 updates run from the first round (as in a long run), and updates come in rounds every
 ``--training-freq`` agent steps. The time window is the loop itself (from its progress bar's
 creation to its close), so env start-up and the first reset are excluded. Wrappers around
-``envs.step``, the steering/SAC calls and ``_update`` split the loop time into simulation, policy
-inference, SAC updates and the rest (replay add, info bookkeeping, diagnostics).
+``envs.step`` (``step_async``/``step_wait``), the steering/SAC calls and ``_update`` split the loop
+time into simulation, policy inference, SAC updates and the rest (replay add, info bookkeeping,
+diagnostics). The loop runs twice: with serial update rounds and with the default overlapped
+updates (``training.overlap_updates``: a round's updates run while the workers simulate).
 "raw" steps a vector env built from the same RolloutEnvConfig with one fixed action chunk (the
 base policy's first chunk). Both count env steps as agent steps x n_action_steps.
 A base checkpoint is trained once with train.py (training.debug=True) unless --base-ckpt is given.
@@ -69,7 +71,7 @@ class Clock:
         return timed
 
 
-def online_cfg(args, base_ckpt: str, out_dir: str):
+def online_cfg(args, base_ckpt: str, out_dir: str, overlap: bool):
     n = args.n_envs
     cfg = compose(ONLINE_CONFIG, [f"online_task=lift_{args.obs}_abs", f"online_task.base_ckpt={base_ckpt}",
                                   f"training.device={args.device}", "logging.mode=disabled"])
@@ -78,6 +80,7 @@ def online_cfg(args, base_ckpt: str, out_dir: str):
         o.n_envs, o.n_eval_envs, o.n_eval_episodes, o.max_steps = n, 1, 1, args.max_steps
         t.total_agent_steps = n * args.chunks
         t.warmup_agent_steps, t.training_freq, t.utd = 0, n * args.training_freq, 1
+        t.overlap_updates = overlap
         t.eval_every = t.checkpoint_every = t.log_every = 10 ** 9
         t.buffer_size = 100_000
         if args.small or args.quick:
@@ -87,10 +90,10 @@ def online_cfg(args, base_ckpt: str, out_dir: str):
     return cfg
 
 
-def loop_variant(args, base_ckpt: str, device, breakdowns: list):
+def loop_variant(args, base_ckpt: str, device, breakdowns: list, overlap: bool):
     def run():
         with tempfile.TemporaryDirectory(prefix="zprl_bench_online_") as out:
-            cfg = online_cfg(args, base_ckpt, out)
+            cfg = online_cfg(args, base_ckpt, out, overlap)
             ws = OnlineWorkspace(cfg, output_dir=out)
             clock = Clock(device)
             gen = torch.Generator().manual_seed(0)
@@ -109,7 +112,10 @@ def loop_variant(args, base_ckpt: str, device, breakdowns: list):
 
             def vector_env(*a, **kw):
                 envs = make_vector_env(*a, **kw)
-                envs.step = clock.wrap("simulation", envs.step)
+                # overlapped, updates run between step_async and step_wait: simulation is the wait left
+                # (AsyncVectorEnv.step calls the two itself, so only they are timed there)
+                for name in ("step_async", "step_wait") if hasattr(envs, "step_async") else ("step",):
+                    setattr(envs, name, clock.wrap("simulation", getattr(envs, name)))
                 return envs
 
             class Bar:  # the loop's progress bar marks the timed window
@@ -173,26 +179,36 @@ def main():
     args = p.parse_args()
     if args.quick:
         # small SAC nets and few steps; the base checkpoint is the regular one (made once)
-        args.chunks, args.training_freq, args.reps, args.n_envs = 4, 2, 1, 1
+        args.chunks, args.training_freq, args.reps, args.n_envs = 4, 2, 1, 2  # 2: overlap needs worker processes
     device = setup(args)
     base_ckpt = args.base_ckpt or ensure_base_ckpt(args.obs, args.small)
     breakdowns = []
+    breakdowns = {"serial": [], "overlapped": []}
     res = interleaved({"raw": raw_variant(args, base_ckpt, device),
-                       "loop": loop_variant(args, base_ckpt, device, breakdowns)}, args.reps)
-    breakdowns = breakdowns[1:]  # drop the warm-up repetition
-    raw, loop = 1.0 / median(res["raw"]), 1.0 / median(res["loop"])
-    share = {k: median([b.get(k, 0.0) for b in breakdowns]) for k in ("simulation", "inference", "updates")}
-    share["other"] = 1.0 - sum(share.values())
-    b = breakdowns[0]
+                       "serial": loop_variant(args, base_ckpt, device, breakdowns["serial"], overlap=False),
+                       "overlapped": loop_variant(args, base_ckpt, device, breakdowns["overlapped"], overlap=True)},
+                      args.reps)
+    rate = {k: 1.0 / median(v) for k, v in res.items()}
+    b = breakdowns["serial"][0]
     print(f"# base {base_ckpt}; obs={args.obs} n_envs={args.n_envs} chunks/env/rep={args.chunks} "
-          f"updates/rep={b['n_updates']} env steps/rep={b['env_steps']} reps={args.reps}")
-    print("\nenv steps per second (median of interleaved repetitions, ± half-range)")
-    print(markdown_table(["raw vector env", "online loop (UTD 1)", "loop / raw"],
-                         [[f"{raw:.1f} {spread(res['raw'])}", f"{loop:.1f} {spread(res['loop'])}", f"{loop / raw:.3f}"]]))
-    print("\nshare of the loop's wall time")
-    print(markdown_table(["simulation (envs.step)", "policy inference (encode + act + SAC act)", "SAC updates",
-                          "other"], [[f"{100 * share[k]:.1f}%" for k in ("simulation", "inference", "updates", "other")]]))
-    print_headline("loop_over_raw", loop / raw)
+          f"training_freq={args.training_freq} chunks/env updates/rep={b['n_updates']} "
+          f"env steps/rep={b['env_steps']} reps={args.reps}")
+    print("\nenv steps per second (median of interleaved repetitions, ± half-range); loops at UTD 1")
+    print(markdown_table(["raw vector env", "loop, serial updates", "loop, overlapped updates (default)",
+                          "serial / raw", "overlapped / raw"],
+                         [[f"{rate['raw']:.1f} {spread(res['raw'])}", f"{rate['serial']:.1f} {spread(res['serial'])}",
+                           f"{rate['overlapped']:.1f} {spread(res['overlapped'])}",
+                           f"{rate['serial'] / rate['raw']:.3f}", f"{rate['overlapped'] / rate['raw']:.3f}"]]))
+    print("\nshare of the loop's wall time (simulation: time spent waiting for the env workers)")
+    rows = []
+    for name, bs in breakdowns.items():
+        bs = bs[1:] or bs  # drop the warm-up repetition
+        share = {k: median([b.get(k, 0.0) for b in bs]) for k in ("simulation", "inference", "updates")}
+        share["other"] = 1.0 - sum(share.values())
+        rows.append([name, *(f"{100 * share[k]:.1f}%" for k in ("simulation", "inference", "updates", "other"))])
+    print(markdown_table(["loop", "simulation", "policy inference (encode + act + SAC act)", "SAC updates", "other"],
+                         rows))
+    print_headline("loop_over_raw", rate["overlapped"] / rate["raw"])
 
 
 if __name__ == "__main__":

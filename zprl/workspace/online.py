@@ -160,10 +160,13 @@ class OnlineWorkspace(BaseWorkspace):
             enc = self.steering.encode(obs_to_torch(obs, self.device))
             bar = tqdm.tqdm(total=t.total_agent_steps, initial=self.agent_steps, desc="agent steps",
                             mininterval=t.tqdm_interval_sec)
-            collected, pending, log_due, metrics = 0, 0, False, {}
-            # overlap: an update round runs while the workers simulate the next chunk, whose action
-            # therefore comes from the actor before that round (a one-chunk lag per round)
+            collected, pending, metrics = 0, 0, {}
+            # overlap: a round's updates are not run at once but spread over the next round's chunks,
+            # n_envs * utd of them while the workers simulate each chunk (the rate they accrue at), so
+            # the main process computes while the envs step. Same updates on the same buffer; the
+            # actor collecting round r+1 is part-way through round r's updates instead of past them.
             overlap = bool(t.get("overlap_updates", False)) and hasattr(envs, "step_async")
+            per_chunk = max(1, int(round(o.n_envs * t.utd)))
             next_log, next_eval, next_ckpt = (self._next_multiple(k) for k in (t.log_every, t.eval_every, t.checkpoint_every))
             while self.agent_steps < t.total_agent_steps:
                 warm = self.agent_steps < t.warmup_agent_steps
@@ -173,14 +176,12 @@ class OnlineWorkspace(BaseWorkspace):
                     rl_action = self.steering.explore(self.sac.act(enc.state), self.agent_steps)
                 chunk = self.steering.act(enc, rl_action)
                 if overlap:
-                    # the workers simulate this chunk while the update round owed by the last one runs
+                    # the workers simulate this chunk while this chunk's share of owed updates runs
                     envs.step_async(chunk.cpu().numpy())
                     if pending:
-                        metrics.update(self._update(pending))
-                        pending = 0
-                        if log_due:  # the record the serial loop would have written after this round
-                            self._log_train(metrics, smooth, warm=False)
-                            log_due = False
+                        n = min(pending, per_chunk)
+                        metrics.update(self._update(n))
+                        pending -= n
                     obs, _, term, trunc, raw_info = envs.step_wait()
                 else:
                     obs, _, term, trunc, raw_info = envs.step(chunk.cpu().numpy())
@@ -213,7 +214,7 @@ class OnlineWorkspace(BaseWorkspace):
                 bar.update(o.n_envs)
                 if not warm and collected >= t.training_freq:
                     if overlap:
-                        pending = int(collected * t.utd)
+                        pending += int(collected * t.utd)
                     else:
                         metrics.update(self._update(int(collected * t.utd)))
                     collected = 0
@@ -225,10 +226,7 @@ class OnlineWorkspace(BaseWorkspace):
                     metrics.update(self._update(pending))
                     pending = 0
                 if self.agent_steps >= next_log:
-                    if pending:
-                        log_due = True  # written once the round has run, beside the next chunk's simulation
-                    else:
-                        self._log_train(metrics, smooth, warm)
+                    self._log_train(metrics, smooth, warm)  # `updates` counts the ones run so far
                     next_log = self._next_multiple(t.log_every)
                 if self.agent_steps >= next_eval or finished:
                     last_eval = self._evaluate(evaluator)
