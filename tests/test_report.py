@@ -159,3 +159,17 @@ def test_refuses_runs_without_evaluation_or_config(tmp_path, base_file):
     os.remove(os.path.join(run, ".hydra", "config.yaml"))
     with pytest.raises(UserInputError, match="neither checkpoints"):
         load_run(run)
+
+
+def test_cli_name_sets_the_file_stem(tmp_path, base_file, capsys):
+    from zprl.common.errors import run_cli
+    from zprl.report import main
+
+    runs = [make_run(tmp_path / "runs", f"{m}_{s}", m, s, c, base_file) for (m, s), c in CURVES.items()]
+    out = tmp_path / "docs"
+    assert main([*map(str, runs), "-o", str(out), "--name", "results"]) == 0
+    assert sorted(os.listdir(out)) == ["results.md", "results_success_vs_env_steps.png"]
+    assert "](results_success_vs_env_steps.png)" in (out / "results.md").read_text()
+    with pytest.raises(SystemExit):
+        run_cli(main, [str(runs[0]), "-o", str(out), "--name", "sub/results"])
+    assert "--name 'sub/results'" in capsys.readouterr().err

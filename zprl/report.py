@@ -255,17 +255,17 @@ def render_markdown(runs: list[Run], summary: dict, plot_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dirs, out_dir: str) -> dict:
+def write_report(run_dirs, out_dir: str, name: str = "report") -> dict:
     runs = [load_run(d) for d in expand_run_dirs(run_dirs)]
     check_comparable(runs)  # refuse before anything is written
     from zprl.report_plot import plot_success_curves
 
     summary = summarize(runs)
     os.makedirs(out_dir, exist_ok=True)
-    plot_name = "success_vs_env_steps.png"
+    plot_name = "success_vs_env_steps.png" if name == "report" else f"{name}_success_vs_env_steps.png"
     plot_success_curves(group_by_method(runs), os.path.join(out_dir, plot_name),
                         title=f"{runs[0].identity['online_task.name']}: eval success vs env steps")
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(render_markdown(runs, summary, plot_name))
     return summary
 
@@ -274,11 +274,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="online run directories or Hydra sweep directories")
     p.add_argument("-o", "--output", required=True, help="where report.md and success_vs_env_steps.png go")
+    p.add_argument("--name", default="report",
+                   help="file stem: NAME.md and NAME_success_vs_env_steps.png (default: report.md, success_vs_env_steps.png)")
     args = p.parse_args(argv)
-    summary = write_report(args.run_dirs, args.output)
+    if not args.name or os.sep in args.name or args.name.endswith(".md"):
+        raise UserInputError(f"--name {args.name!r}: give a bare file stem such as 'results' (no directory, no .md)")
+    summary = write_report(args.run_dirs, args.output, args.name)
     for method, row in summary.items():
         print(f"{method}: {row['n']} seeds, final success {_pm(row['final_success'])}, AUC {_pm(row['auc'])}")
-    print(f"-> {os.path.join(args.output, 'report.md')}")
+    print(f"-> {os.path.join(args.output, args.name + '.md')}")
     return 0
 
 

@@ -1,0 +1,34 @@
+#!/bin/bash
+# The steering comparison at CPU size: 4 interfaces x 3 seeds from one frozen base checkpoint.
+#   usage: scripts/cpu_runs/steering_sweep.sh TASK BASE_CKPT OUT_DIR      (TASK: lift | can | square)
+# Two lanes run side by side (one core each), each a Hydra multirun per interface over seeds 0,1,2;
+# then the report. Per run: 2 training envs, 1,600 agent steps (6,400 env steps; the first 400 agent
+# steps are warm-up), UTD 1 in rounds of 100 transitions, evaluations at 0 / 800 / 1,600 agent steps on
+# the same 20 held-out seeds (100000+) with episodes cut at MAX_STEPS (default 200) env steps.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TASK=$1; BASE=$(realpath "$2"); OUT=$3
+MAX_STEPS=${MAX_STEPS:-200}
+mkdir -p "$OUT"
+
+common=(--multirun --config-name=train_online_vib_robomimic_workspace
+  online_task="${TASK}_lowdim_abs" online_task.base_ckpt="$BASE" training.device=cpu training.num_threads=1
+  exp_name=steering_cpu logging.mode=disabled training.seed=0,1,2
+  online_task.n_envs=2 online_task.n_eval_envs=2 online_task.n_eval_episodes=20 online_task.n_eval_vis=1
+  online_task.max_steps="$MAX_STEPS" online_task.render_size=[128,128] online_task.res_scale=auto
+  training.total_agent_steps=1600 training.warmup_agent_steps=400 training.training_freq=100
+  training.eval_every=800 training.checkpoint_every=800 training.log_every=100 training.buffer_size=20000)
+
+run() {  # run NAME EXTRA_OVERRIDES...: one interface over the three seeds
+  local name=$1; shift
+  OMP_NUM_THREADS=1 .venv/bin/python train.py "${common[@]}" hydra.sweep.dir="$OUT/$name" "$@" \
+    > "$OUT/$name.log" 2>&1
+}
+
+# action_residual: reach full residual use halfway through the run (the default H is 50,000 agent steps).
+# noise: the actor's initial std is 1 so that, as in warm-up, the first learned noises spread like N(0, I)
+# instead of collapsing to ~0 (init_std 0.1 suits the residual interfaces, where 0 is the base).
+( run zprl steering=zprl && run action_residual steering=action_residual steering.progressive_steps=800 ) &
+( run noise steering=noise sac.init_std=1.0 && run embedding_residual steering=embedding_residual ) &
+wait
+.venv/bin/python -m zprl.report "$OUT"/zprl "$OUT"/action_residual "$OUT"/noise "$OUT"/embedding_residual -o "$OUT/report"
