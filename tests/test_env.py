@@ -191,6 +191,37 @@ def _runner(tmp_path, env_meta, **kw):
     return RobomimicEnvRunner(**args)
 
 
+class NoisyLift(ScriptedLift):
+    """The scripted expert plus noise from torch's global RNG, as a flow policy draws its noise."""
+
+    def __init__(self, rot6d):
+        super().__init__(rot6d)
+        self.draws = []
+
+    def predict_action(self, obs_dict):
+        out = super().predict_action(obs_dict)
+        noise = torch.randn(out["action"].shape) * 0.01
+        self.draws.append(noise)
+        return {"action": out["action"] + noise}
+
+
+def test_runner_seeds_the_policys_sampling(tmp_path, env_meta, down_rot6d):
+    runner = _runner(tmp_path, env_meta, n_envs=1, n_train=0, max_steps=24)
+    first, second = NoisyLift(down_rot6d), NoisyLift(down_rot6d)
+    try:
+        torch.manual_seed(1)
+        before = torch.random.get_rng_state()
+        a = runner.run(first)
+        assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is untouched
+        torch.manual_seed(2)  # a different global state: the evaluation must not depend on it
+        b = runner.run(second)
+    finally:
+        runner.close()
+    assert a["episodes"] == b["episodes"] and len(first.draws) == len(second.draws) > 3
+    assert all(torch.equal(x, y) for x, y in zip(first.draws, second.draws))
+    assert not torch.equal(first.draws[0], first.draws[-1])  # still noise, not a constant
+
+
 def test_runner_metrics_and_videos(tmp_path, env_meta, down_rot6d):
     runner = _runner(tmp_path, env_meta, n_envs=1, n_train_vis=1, n_test_vis=1, render_size=(48, 64), fps=10)
     try:

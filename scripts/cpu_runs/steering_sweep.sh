@@ -1,13 +1,14 @@
 #!/bin/bash
 # The steering comparison at CPU size: 4 interfaces x 3 seeds from one frozen base checkpoint.
-#   usage: scripts/cpu_runs/steering_sweep.sh TASK BASE_CKPT OUT_DIR      (TASK: lift | can | square)
+#   usage: scripts/cpu_runs/steering_sweep.sh TASK BASE_CKPT OUT_DIR [LANE]   (TASK: lift | can | square)
 # Two lanes run side by side (one core each), each a Hydra multirun per interface over seeds 0,1,2;
-# then the report. Per run: 2 training envs, 1,600 agent steps (6,400 env steps; the first 400 agent
+# then the report. LANE=a (zprl, action_residual) or b (noise, embedding_residual) runs one lane and
+# no report, to share the machine with another job; the report command is the script's last line. Per run: 2 training envs, 1,600 agent steps (6,400 env steps; the first 400 agent
 # steps are warm-up), UTD 1 in rounds of 100 transitions, evaluations at 0 / 800 / 1,600 agent steps on
 # the same 20 held-out seeds (100000+) with episodes cut at MAX_STEPS (default 200) env steps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-TASK=$1; BASE=$(realpath "$2"); OUT=$3
+TASK=$1; BASE=$(realpath "$2"); OUT=$3; LANE=${4:-both}
 MAX_STEPS=${MAX_STEPS:-200}
 mkdir -p "$OUT"
 
@@ -28,7 +29,12 @@ run() {  # run NAME EXTRA_OVERRIDES...: one interface over the three seeds
 # action_residual: reach full residual use halfway through the run (the default H is 50,000 agent steps).
 # noise: the actor's initial std is 1 so that, as in warm-up, the first learned noises spread like N(0, I)
 # instead of collapsing to ~0 (init_std 0.1 suits the residual interfaces, where 0 is the base).
-( run zprl steering=zprl && run action_residual steering=action_residual steering.progressive_steps=800 ) &
-( run noise steering=noise sac.init_std=1.0 && run embedding_residual steering=embedding_residual ) &
-wait
+lane_a() { run zprl steering=zprl && run action_residual steering=action_residual steering.progressive_steps=800; }
+lane_b() { run noise steering=noise sac.init_std=1.0 && run embedding_residual steering=embedding_residual; }
+case $LANE in
+  a) lane_a; exit ;;
+  b) lane_b; exit ;;
+  both) lane_a & lane_b & wait ;;
+  *) echo "error: LANE must be a, b or both, got '$LANE'" >&2; exit 2 ;;
+esac
 .venv/bin/python -m zprl.report "$OUT"/zprl "$OUT"/action_residual "$OUT"/noise "$OUT"/embedding_residual -o "$OUT/report"

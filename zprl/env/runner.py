@@ -90,10 +90,15 @@ class RobomimicEnvRunner:
         device, dtype = policy_device_dtype(policy)
         records = []
         bar = tqdm_lib.tqdm(total=len(self.episodes), desc="rollout", disable=not self.tqdm, leave=False)
+        # The policy's own sampling (flow noise) draws from torch's global RNG: seed it per batch from
+        # the batch's first episode seed, so the same policy on the same seeds gives the same result
+        # in every evaluation (eval_base.py, the online loop, eval_sum.py) and the caller's RNG is untouched.
         try:
-            for start in range(0, len(self.episodes), self.n_envs):
-                batch = self.episodes[start: start + self.n_envs]
-                records.extend(self._run_batch(policy, batch, device, dtype, bar))
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                for start in range(0, len(self.episodes), self.n_envs):
+                    batch = self.episodes[start: start + self.n_envs]
+                    torch.manual_seed(batch[0][1])
+                    records.extend(self._run_batch(policy, batch, device, dtype, bar))
         finally:
             bar.close()
         return summarize(records)
