@@ -203,9 +203,7 @@ def run_online(base_ckpt, name, out_dir):
     return read_json_lines(os.path.join(out_dir, "logs.json.txt"))
 
 
-@pytest.mark.parametrize("name", [pytest.param("zprl"), pytest.param("action_residual", marks=pytest.mark.slow),
-                                  pytest.param("noise", marks=pytest.mark.slow),
-                                  pytest.param("embedding_residual", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", INTERFACES)  # every interface trains on real robosuite in the default suite (~15 s each)
 def test_online_run_and_eval_sum_rebuild(base_ckpt, name, tmp_path):
     import eval_sum
     from zprl.policy.steered import load_steered_policy
