@@ -213,16 +213,14 @@ class OnlineWorkspace(BaseWorkspace):
                 collected += o.n_envs
                 bar.update(o.n_envs)
                 if not warm and collected >= t.training_freq:
-                    if overlap:
-                        pending += int(collected * t.utd)
-                    else:
-                        metrics.update(self._update(int(collected * t.utd)))
+                    pending += int(collected * t.utd)
                     collected = 0
                 elif warm:
                     collected = 0
                 finished = self.agent_steps >= t.total_agent_steps
-                if pending and (finished or self.agent_steps >= min(next_eval, next_ckpt)):
-                    # evaluations and checkpoints see every update owed so far (resume stays exact)
+                # serial: the round runs now; overlapped: what is still owed runs before evaluations
+                # and checkpoints, so they see every update (resume stays exact)
+                if pending and (not overlap or finished or self.agent_steps >= min(next_eval, next_ckpt)):
                     metrics.update(self._update(pending))
                     pending = 0
                 if self.agent_steps >= next_log:
