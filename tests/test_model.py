@@ -231,3 +231,36 @@ def test_ema_warmup_decay_and_round_trip():
         assert torch.equal(p, q)
     with pytest.raises(ValueError, match="differ"):
         ema.step(nn.Sequential(nn.Linear(3, 4)))
+
+
+# ---------------------------------------------------------------- ImageNet normalisation
+def test_imagenet_norm_after_crop_before_resnet_and_old_checkpoints_unchanged():
+    from zprl.model.vision import IMAGENET_MEAN, IMAGENET_STD, ImageNetNormalize
+
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    assert torch.allclose(std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+    x = torch.rand(2, 3, 5, 5)
+    assert torch.allclose(ImageNetNormalize()(x), (x - mean) / std)
+    assert torch.allclose(ImageNetNormalize()(mean.expand(1, 3, 4, 4)), torch.zeros(1, 3, 4, 4), atol=1e-6)
+
+    torch.manual_seed(0)
+    on = MultiImageObsEncoder(IMAGE_META, crop_shape=(76, 76), feature_dim=16, imagenet_norm=True).eval()
+    # Default off: configs stored by checkpoints made before the option lack the key and keep
+    # feeding raw [0, 1] images; the statistics are not in the state_dict, so weights load either way.
+    off = MultiImageObsEncoder(IMAGE_META, crop_shape=(76, 76), feature_dim=16).eval()
+    assert on.imagenet_norm and not off.imagenet_norm
+    assert set(on.state_dict()) == set(off.state_dict())
+    off.load_state_dict(on.state_dict())
+
+    obs = {k: torch.rand(2, 1, *v["shape"]) for k, v in IMAGE_META["obs"].items()}
+    with torch.no_grad():
+        e_on, e_off = on(obs), off(obs)
+        for i, k in enumerate(on.rgb_keys):  # [0, 1] image -> center crop -> ImageNet mean/std -> ResNet
+            crop = crop_images(obs[k][:, 0], (76, 76), random=False)
+            model = on.rgb_models[k]
+            expected = model.pool(model.trunk((crop - mean) / std))
+            assert torch.allclose(e_on[:, i * 16:(i + 1) * 16], expected, atol=1e-5)
+            assert torch.allclose(e_off[:, i * 16:(i + 1) * 16], model.pool(model.trunk(crop)), atol=1e-5)
+    assert not torch.allclose(e_on[:, :32], e_off[:, :32])
+    assert torch.equal(e_on[:, 32:], e_off[:, 32:])  # low-dim keys pass through untouched

@@ -44,7 +44,10 @@ def crop_images(images: torch.Tensor, crop_hw: tuple[int, int], random: bool) ->
 class MultiImageObsEncoder(nn.Module):
     """One ResNet18 (or one shared) per camera + low-dim keys, concatenated per step, steps flattened.
 
-    Training mode crops a random window per image, eval mode the center window.
+    Training mode crops a random window per image, eval mode the center window; with
+    ``imagenet_norm`` the cropped [0, 1] images are then normalised with ImageNet's mean/std before
+    the ResNets (default False: raw images, as checkpoints made before the option were trained;
+    the task configs set it true, the authors' setting).
     Output: (B, n_obs_steps * (n_cameras * feature_dim + sum(low_dim sizes))).
     """
 
@@ -55,8 +58,10 @@ class MultiImageObsEncoder(nn.Module):
         feature_dim: int = 256,
         share_rgb_model: bool = False,
         n_obs_steps: int = 1,
+        imagenet_norm: bool = False,
     ):
         super().__init__()
+        self.imagenet_norm = bool(imagenet_norm)
         self.rgb_keys = _keys_of_type(shape_meta, "rgb")
         self.low_dim_keys = _keys_of_type(shape_meta, "low_dim")
         if not self.rgb_keys:
@@ -66,10 +71,11 @@ class MultiImageObsEncoder(nn.Module):
         if share_rgb_model and len(set(self.crop_hw.values())) > 1:
             raise ValueError(f"share_rgb_model needs equal image sizes, got {self.crop_hw}")
         if share_rgb_model:
-            shared = ResNetImageEncoder(self.crop_hw[self.rgb_keys[0]], feature_dim)
+            shared = ResNetImageEncoder(self.crop_hw[self.rgb_keys[0]], feature_dim, self.imagenet_norm)
             self.rgb_models = nn.ModuleDict({k: shared for k in self.rgb_keys})
         else:
-            self.rgb_models = nn.ModuleDict({k: ResNetImageEncoder(self.crop_hw[k], feature_dim) for k in self.rgb_keys})
+            self.rgb_models = nn.ModuleDict({k: ResNetImageEncoder(self.crop_hw[k], feature_dim, self.imagenet_norm)
+                                             for k in self.rgb_keys})
         self.low_dim_sizes = {k: int(torch.Size(shape_meta["obs"][k]["shape"]).numel()) for k in self.low_dim_keys}
         self.feature_dim = feature_dim
         self.n_obs_steps = n_obs_steps

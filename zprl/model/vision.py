@@ -55,11 +55,40 @@ class SpatialEmbeddingPool(nn.Module):
         return torch.einsum("nld,ld->nd", v, weights)
 
 
-class ResNetImageEncoder(nn.Module):
-    """(N, 3, H, W) images in [0, 1] -> (N, feature_dim)."""
+# torchvision's ImageNet statistics (RGB), what the authors normalise camera images with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
-    def __init__(self, image_hw: tuple[int, int], feature_dim: int = 256):
+
+class ImageNetNormalize(nn.Module):
+    """(N, 3, H, W) RGB in [0, 1] -> (x - mean) / std with ImageNet's per-channel statistics.
+
+    The statistics are constant buffers outside the state_dict, so checkpoints are the same with
+    or without this layer.
+    """
+
+    def __init__(self):
         super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+
+class ResNetImageEncoder(nn.Module):
+    """(N, 3, H, W) images in [0, 1] -> (N, feature_dim).
+
+    ``imagenet_norm=True`` normalises the images with ImageNet's mean/std before the trunk (the
+    authors' setting; the task configs turn it on). The default False feeds the [0, 1] images as
+    they are, which is what checkpoints written before this option was added were trained on: their
+    stored configs lack the key, so they keep the behaviour they were trained with.
+    """
+
+    def __init__(self, image_hw: tuple[int, int], feature_dim: int = 256, imagenet_norm: bool = False):
+        super().__init__()
+        self.imagenet_norm = bool(imagenet_norm)
+        self.normalize = ImageNetNormalize() if self.imagenet_norm else nn.Identity()
         self.trunk = resnet18_trunk()
         with torch.no_grad():
             fmap = self.trunk(torch.zeros(1, 3, *image_hw))
@@ -67,4 +96,4 @@ class ResNetImageEncoder(nn.Module):
         self.feature_dim = feature_dim
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.trunk(images))
+        return self.pool(self.trunk(self.normalize(images)))
