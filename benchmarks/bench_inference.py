@@ -53,7 +53,7 @@ def make_variants(policy, obs, device, calls: dict[str, int]):
 
     samplers = {f"flow-{k}": (lambda k=k: policy.flow.sample(model, noise, cond, num_inference_steps=k))
                 for k in FLOW_STEPS}
-    ntt = policy.flow.num_train_timesteps
+    ntt = policy.flow.num_train_timesteps  # the flow scheduler's training grid
     ddim, ddpm = diffusers_sampler("ddim", 10, ntt), diffusers_sampler("ddpm", 100, ntt)
     samplers["DDIM-10"] = lambda: ddim(model, noise, cond)
     samplers["DDPM-100"] = lambda: ddpm(model, noise, cond)

@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from zprl.model.ema import make_ema
-from zprl.model.flow import RectifiedFlow
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from zprl.model.flow import FlowMatchSampler
 from zprl.model.obs_encoder import LowDimObsEncoder, MultiImageObsEncoder, crop_images
 from zprl.model.unet1d import ConditionalUnet1D
 from zprl.model.vib import VIBDecoder, VIBEncoder, kl_to_standard_normal
@@ -168,37 +170,58 @@ def test_vib_shapes():
     assert sum(isinstance(m, nn.GELU) for m in dec.net) == 3
 
 
-# ---------------------------------------------------------------- rectified flow
-def test_flow_oracle_velocity_gives_zero_loss_and_exact_samples():
-    """For a single target chunk a the exact velocity field is (a - x) / (1 - t)."""
+# ---------------------------------------------------------------- rectified flow (the authors' scheduler)
+def _sampler(steps=2):
+    return FlowMatchSampler(FlowMatchEulerDiscreteScheduler(num_train_timesteps=100, shift=1.0), steps)
+
+
+def test_flow_two_step_grid_is_the_authors():
+    """set_timesteps(2) on 100 training timesteps: timesteps [100, 1], sigmas [1.0, 0.01, 0.0]."""
+    flow = _sampler(2)
+    seen = []
+    flow.sample(lambda x, t, c: (seen.append(t.clone()), torch.zeros_like(x))[1], torch.zeros(3, 16, 2), None)
+    assert [ts.tolist() for ts in seen] == [[100.0] * 3, [1.0] * 3]
+    torch.testing.assert_close(flow.sample_scheduler.sigmas, torch.tensor([1.0, 0.01, 0.0]))
+    # training draws from all 100 discrete timesteps 100 ... 1, never sigma = 0, whatever sampling did
+    torch.testing.assert_close(flow.train_timesteps, torch.arange(100, 0, -1).float())
+    torch.testing.assert_close(flow.train_sigmas, torch.arange(100, 0, -1) / 100.0)
+
+
+def test_flow_first_step_returns_the_conditional_mean_estimate():
+    """With the network's estimate a_hat (v = x_1 - a_hat at sigma 1), the first step lands at
+    0.01 * noise + 0.99 * a_hat: the base policy barely depends on its noise."""
     torch.manual_seed(0)
-    flow = RectifiedFlow(num_train_timesteps=100, num_inference_steps=2)
-    a = torch.randn(1, 16, 3)
-    seen_times = []
-
-    def oracle(x, timestep, cond):
-        seen_times.append(timestep.clone())
-        t = (timestep / 100).view(-1, 1, 1)
-        return (a - x) / (1 - t)
-
-    loss = flow.loss(oracle, a.expand(8, -1, -1), cond=None)
-    assert loss.item() < 1e-10
-    assert all(((ts >= 0) & (ts < 100)).all() for ts in seen_times)
-    seen_times.clear()
+    flow = _sampler(2)
+    a_hat = torch.randn(1, 16, 3)
     noise = torch.randn(5, 16, 3)
-    out = flow.sample(oracle, noise, cond=None)
-    torch.testing.assert_close(out, a.expand(5, -1, -1), atol=1e-5, rtol=1e-5)
-    assert [ts.tolist() for ts in seen_times] == [[0.0] * 5, [50.0] * 5]
+    states = []
+
+    def net(x, t, c):
+        states.append(x.clone())
+        return noise - a_hat  # the velocity of the straight path from noise to a_hat
+
+    out = flow.sample(net, noise, None)
+    torch.testing.assert_close(states[1], 0.01 * noise + 0.99 * a_hat)
+    torch.testing.assert_close(out, a_hat.expand(5, -1, -1), atol=1e-6, rtol=1e-6)
 
 
-def test_flow_loss_target_is_data_minus_noise():
-    flow = RectifiedFlow()
-    a, eps = torch.randn(4, 8, 2), torch.randn(4, 8, 2)
-    t = torch.tensor([0.0, 0.25, 0.5, 0.9])
-    # A network that returns exactly a - eps has zero loss; one that returns zero has E|a - eps|^2.
-    assert flow.loss(lambda x, s, c: a - eps, a, None, noise=eps, t=t).item() == 0.0
-    zero = flow.loss(lambda x, s, c: torch.zeros_like(x), a, None, noise=eps, t=t)
-    torch.testing.assert_close(zero, (a - eps).pow(2).mean())
+def test_flow_noisy_sample_equals_scale_noise_and_target_is_noise_minus_action():
+    flow = _sampler()
+    a, eps = torch.randn(6, 8, 2), torch.randn(6, 8, 2)
+    index = torch.tensor([0, 1, 17, 50, 98, 99])
+    x, timesteps = flow.noisy_sample(a, eps, index)
+    reference = FlowMatchEulerDiscreteScheduler(num_train_timesteps=100).scale_noise(a, timesteps, eps)
+    torch.testing.assert_close(x, reference)
+    torch.testing.assert_close(timesteps, torch.tensor([100.0, 99.0, 83.0, 50.0, 2.0, 1.0]))
+    assert flow.loss(lambda x, t, c: eps - a, a, None, noise=eps, index=index).item() == 0.0
+    zero = flow.loss(lambda x, t, c: torch.zeros_like(x), a, None, noise=eps, index=index)
+    torch.testing.assert_close(zero, (eps - a).pow(2).mean())
+
+
+def test_flow_sampling_does_not_move_the_training_grid():
+    flow = _sampler(2)
+    flow.sample(lambda x, t, c: torch.zeros_like(x), torch.zeros(1, 4, 1), None)
+    assert len(flow.train_scheduler.timesteps) == 100 and len(flow.sample_scheduler.timesteps) == 2
 
 
 # ---------------------------------------------------------------- EMA

@@ -245,3 +245,14 @@ def test_tiny_image_policy_forward_backward_84px():
     out = policy.predict_action(batch["obs"])
     assert out["action"].shape == (2, 4, 10) and out["obs_emb"].shape == (2, 2 * 64 + 3)
     assert torch.isfinite(out["action_pred"]).all()
+
+
+def test_checkpoint_from_the_old_uniform_grid_sampler_is_refused(tmp_path):
+    from zprl.common.checkpoint import atomic_save
+    from zprl.policy.checkpoint import load_base_policy
+
+    old_cfg = {"policy": {"_target_": "zprl.policy.flow_vib.FlowMatchVIBUnetImagePolicy",
+                          "num_inference_steps": 2, "num_train_timesteps": 100}}
+    path = atomic_save({"cfg": old_cfg, "state": {}}, str(tmp_path / "old.ckpt"))
+    with pytest.raises(UserInputError, match="old uniform-grid flow sampler.*retrain"):
+        load_base_policy(path)

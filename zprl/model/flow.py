@@ -1,33 +1,60 @@
-"""Rectified flow: straight paths from Gaussian noise (t=0) to actions (t=1), Euler sampling."""
+"""Rectified flow as the authors run it: diffusers' ``FlowMatchEulerDiscreteScheduler``.
+
+Conventions (the scheduler's): sigma = 1 is pure noise, sigma = 0 the action chunk;
+x_sigma = sigma * noise + (1 - sigma) * action; the network predicts the velocity
+``noise - action`` and sees the timestep sigma * num_train_timesteps.
+
+- Training draws one of the scheduler's ``num_train_timesteps`` discrete training timesteps per
+  sample (sigma in {1.00, 0.99, ..., 0.01} for 100; never 0).
+- Sampling calls ``set_timesteps(num_inference_steps)`` and ``step()``. With 2 steps the
+  timesteps are [100, 1] and the sigmas [1.0, 0.01, 0.0]: one jump of 0.99 from pure noise, then
+  a 0.01 correction, so the first step already returns (almost exactly) the network's estimate of
+  the conditional-mean chunk E[a | cond] and the policy hardly depends on its noise.
+
+The scheduler is stateful (``set_timesteps`` replaces its grid), so training and sampling each
+keep their own copy: sampling can never change the grid training draws from.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from diffusers import FlowMatchEulerDiscreteScheduler
 
-# velocity_fn(x_t, timestep, cond) -> velocity, all tensors; timestep is (B,) on the train scale.
+# velocity_fn(x, timestep, cond) -> velocity; timestep is (B,) on the scheduler's scale (100 ... 1).
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class RectifiedFlow:
-    """x_t = t * a + (1 - t) * eps; the network predicts the constant velocity a - eps.
+class FlowMatchSampler:
+    """Flow-matching loss and Euler sampling driven by a ``FlowMatchEulerDiscreteScheduler``."""
 
-    Training draws t ~ U[0, 1): every point of the straight path is equally weighted, and with the
-    2-step sampler used in simulation both the noisy start (t=0) and the midpoint (t=0.5) are
-    evaluated, so no region of t deserves less weight. The network sees t * num_train_timesteps
-    so its sinusoidal step embedding works on the range it was designed for.
-    """
-
-    def __init__(self, num_train_timesteps: int = 100, num_inference_steps: int = 2):
+    def __init__(self, scheduler: FlowMatchEulerDiscreteScheduler, num_inference_steps: int = 2):
+        if not isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+            raise TypeError(f"policy.noise_scheduler must build a diffusers FlowMatchEulerDiscreteScheduler, "
+                            f"got {type(scheduler).__name__}")
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        self.num_train_timesteps = num_train_timesteps
-        self.num_inference_steps = num_inference_steps
+        self.train_scheduler = scheduler
+        self.sample_scheduler = copy.deepcopy(scheduler)
+        self.num_inference_steps = int(num_inference_steps)
+        # the training grid as built by the scheduler (before any set_timesteps): timesteps 100 ... 1
+        self.train_timesteps = scheduler.timesteps.clone().float()
+        self.train_sigmas = scheduler.sigmas[: len(self.train_timesteps)].clone().float()
 
-    def network_time(self, t: torch.Tensor) -> torch.Tensor:
-        return t * self.num_train_timesteps
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.train_scheduler.config.num_train_timesteps)
+
+    def noisy_sample(self, actions: torch.Tensor, noise: torch.Tensor, index: torch.Tensor) -> tuple:
+        """(x, timesteps) at the training grid's ``index`` (B,): what ``scale_noise`` computes, without its
+        per-sample Python lookup (one host sync per sample on a GPU); a test pins the equality."""
+        sigma = self.train_sigmas.to(actions.device, actions.dtype)[index]
+        timesteps = self.train_timesteps.to(actions.device)[index]
+        s = sigma.view(-1, *([1] * (actions.dim() - 1)))
+        return s * noise + (1.0 - s) * actions, timesteps
 
     def loss(
         self,
@@ -35,17 +62,16 @@ class RectifiedFlow:
         actions: torch.Tensor,
         cond: torch.Tensor,
         noise: torch.Tensor | None = None,
-        t: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean squared velocity error for a batch of (normalized) action chunks (B, T, Da)."""
+        """Mean squared error to the target ``noise - action`` for (normalized) chunks (B, T, Da)."""
         if noise is None:
             noise = torch.randn_like(actions)
-        if t is None:
-            t = torch.rand(actions.shape[0], device=actions.device, dtype=actions.dtype)
-        tb = t.view(-1, *([1] * (actions.dim() - 1)))
-        x_t = tb * actions + (1 - tb) * noise
-        pred = velocity_fn(x_t, self.network_time(t), cond)
-        return F.mse_loss(pred, actions - noise)
+        if index is None:
+            index = torch.randint(0, len(self.train_timesteps), (actions.shape[0],), device=actions.device)
+        x, timesteps = self.noisy_sample(actions, noise, index)
+        pred = velocity_fn(x, timesteps, cond)
+        return F.mse_loss(pred, noise - actions)
 
     def sample(
         self,
@@ -54,10 +80,11 @@ class RectifiedFlow:
         cond: torch.Tensor,
         num_inference_steps: int | None = None,
     ) -> torch.Tensor:
-        """Integrate dx/dt = v(x, t) with Euler from the given noise at t=0 to t=1."""
-        steps = num_inference_steps or self.num_inference_steps
-        x, dt = noise, 1.0 / steps
-        for i in range(steps):
-            t = torch.full((x.shape[0],), i * dt, device=x.device, dtype=x.dtype)
-            x = x + dt * velocity_fn(x, self.network_time(t), cond)
+        """From the given noise (sigma = 1) to an action chunk (sigma = 0) with the scheduler's Euler steps."""
+        scheduler = self.sample_scheduler
+        scheduler.set_timesteps(num_inference_steps or self.num_inference_steps, device=noise.device)
+        x = noise
+        for t in scheduler.timesteps:
+            v = velocity_fn(x, t.expand(x.shape[0]), cond)
+            x = scheduler.step(v, t, x).prev_sample
         return x

@@ -27,6 +27,14 @@ def read_checkpoint(ckpt_path: str) -> dict:
     return payload
 
 
+def require_current_sampler(cfg, ckpt_path: str) -> None:
+    """Checkpoints from before the authors' scheduler (uniform-grid Euler, t = 0, 0.5) hold a policy that
+    samples differently: refuse them instead of running their weights under another sampler."""
+    if "policy" in cfg and "noise_scheduler" not in cfg.policy:
+        raise UserInputError(f"{ckpt_path} was trained with zprl's old uniform-grid flow sampler (its config has no "
+                             "policy.noise_scheduler); retrain the base policy with this version of train.py")
+
+
 def load_base_policy(ckpt_path: str, device="cpu", use_ema: bool = True):
     """Returns (policy in eval mode on ``device``, the run's cfg, the checkpoint payload)."""
     payload = read_checkpoint(ckpt_path)
@@ -34,6 +42,7 @@ def load_base_policy(ckpt_path: str, device="cpu", use_ema: bool = True):
     if "policy" not in cfg:
         raise UserInputError(f"{ckpt_path} holds no offline policy (config has no 'policy'); "
                              "give an offline checkpoint from train_flow_match_vib_unet_image_workspace")
+    require_current_sampler(cfg, ckpt_path)
     policy = hydra.utils.instantiate(cfg.policy)
     state = payload["state"]
     weights = state["ema_model"] if use_ema and state.get("ema_model") is not None else state["model"]

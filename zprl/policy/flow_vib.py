@@ -6,11 +6,12 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from diffusers import FlowMatchEulerDiscreteScheduler
 from torch import nn
 from torch.func import functional_call
 
 from zprl.common.errors import UserInputError
-from zprl.model.flow import RectifiedFlow
+from zprl.model.flow import FlowMatchSampler
 from zprl.model.normalizer import LinearNormalizer
 from zprl.model.unet1d import ConditionalUnet1D
 from zprl.model.vib import VIBDecoder, VIBEncoder, kl_to_standard_normal, reparameterize
@@ -28,11 +29,11 @@ class FlowMatchVIBUnetImagePolicy(nn.Module):
         self,
         shape_meta: Mapping,
         obs_encoder: nn.Module,
+        noise_scheduler=None,
         horizon: int = 16,
         n_action_steps: int = 4,
         n_obs_steps: int = 1,
         num_inference_steps: int = 2,
-        num_train_timesteps: int = 100,
         down_dims: Sequence[int] = (128, 256, 512),
         diffusion_step_embed_dim: int = 128,
         kernel_size: int = 5,
@@ -84,7 +85,11 @@ class FlowMatchVIBUnetImagePolicy(nn.Module):
         if self.use_vib:
             self.vib_encoder = VIBEncoder(obs_dim, vib_latent_dim)
             self.vib_decoder = VIBDecoder(vib_latent_dim, obs_dim)
-        self.flow = RectifiedFlow(num_train_timesteps, num_inference_steps)
+        # the authors' sampler: diffusers' FlowMatchEulerDiscreteScheduler (see zprl/model/flow.py)
+        # (None: its defaults, 100 training timesteps, shift 1)
+        if noise_scheduler is None:
+            noise_scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=100, shift=1.0)
+        self.flow = FlowMatchSampler(noise_scheduler, num_inference_steps)
         self.normalizer = LinearNormalizer()
 
     # ----------------------------------------------------------------- setup

@@ -66,9 +66,13 @@ class BaseWorkspace:
         if not self.cfg.training.get("resume", False) or not os.path.isfile(self.latest_path):
             return None
         payload = load_checkpoint(self.latest_path)
+        self.check_resumable(payload)
         self.load_state_dict(payload["state"])
         log.info("resumed from %s", self.latest_path)
         return payload
+
+    def check_resumable(self, payload: dict) -> None:
+        """Raise one clear line when ``payload`` cannot continue this run (subclasses add checks)."""
 
     # -- logging -----------------------------------------------------------------------------
     def start_logging(self, resume_payload: dict | None, resume_step: int | None) -> None:

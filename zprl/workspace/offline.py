@@ -74,6 +74,13 @@ class OfflineWorkspace(BaseWorkspace):
             "env_meta": self.env_meta,
         }
 
+    def check_resumable(self, payload: dict) -> None:
+        from omegaconf import OmegaConf
+
+        from zprl.policy.checkpoint import require_current_sampler
+
+        require_current_sampler(OmegaConf.create(payload["cfg"]), self.latest_path)
+
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         if self.ema_model is not None and state["ema_model"] is not None:
