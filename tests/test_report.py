@@ -1,5 +1,7 @@
 """zprl.report on run directories in the real formats (Hydra's .hydra/config.yaml, JSON-lines logs,
-online checkpoints): statistics, grouping, the figure, and refusals of incomparable runs."""
+online checkpoints): statistics, grouping, the authors' summary protocol (thresholds, last-5 final
+success, CIs, smoothness, wall time and CPU share), the figure, byte-identical regeneration, and
+refusals of incomparable runs."""
 
 from __future__ import annotations
 
@@ -43,14 +45,22 @@ def make_run(root, name, method, seed, curve, base_ckpt, extra=(), delta=0.01, s
     cfg = online_cfg(["online_task=lift_lowdim_abs", f"online_task.base_ckpt={base_ckpt}", f"steering={method}",
                       f"training.seed={seed}", *extra])
     OmegaConf.save(cfg, os.path.join(run, ".hydra", "config.yaml"))
-    with open(os.path.join(run, "logs.json.txt"), "w") as f:
-        for i, (s, v) in enumerate(zip(steps, curve)):
-            f.write(json.dumps({"agent_steps": s // 4, "env_steps": s, "eval/success_rate": v,
-                                "eval/mean_length": 100.0, "eval/base_only": int(i == 0)}) + "\n")
-            f.write(json.dumps({"agent_steps": s // 4 + 10, "env_steps": s + 40, "train/warmup": int(i == 0),
-                                "train/action_delta": 99.0 if i == 0 else delta * (i + 1),
-                                "train/action_jerk": 2 * delta}) + "\n")
+    records = []
+    for i, (s, v) in enumerate(zip(steps, curve)):
+        train = {"agent_steps": s // 4, "env_steps": s, "train/warmup": int(i == 0),
+                 "train/action_delta": 99.0 if i == 0 else delta * (i + 1), "train/action_jerk": 2 * delta}
+        evaluation = {"agent_steps": s // 4, "env_steps": s, "eval/success_rate": v, "eval/mean_length": 100.0,
+                      "eval/base_only": int(i == 0)}
+        # the loop's order: the base evaluation first, then training records up to each evaluation
+        records += [evaluation, {**train, "agent_steps": 10, "env_steps": 40}] if i == 0 else [train, evaluation]
+    write_logs(run, records)
     return run
+
+
+def write_logs(run, records):
+    with open(os.path.join(run, "logs.json.txt"), "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
 
 
 def test_t_interval_and_auc_math():
@@ -71,20 +81,29 @@ def test_report_groups_by_method(tmp_path, base_file):
     assert list(summary) == ["zprl", "action_residual"]
     z, a = summary["zprl"], summary["action_residual"]
     assert z["n"] == 3 and z["seeds"] == [0, 1, 2] and a["n"] == 2
-    assert z["final_success"][0] == pytest.approx(0.8)
-    assert z["final_success"][1] == pytest.approx(t_interval([0.8, 0.9, 0.7])[1])
+    # final success: mean of the (up to 5) learned evaluations, the base evaluation at 0 left out
+    assert z["final_success"][0] == pytest.approx(np.mean([0.65, 0.75, 0.55]))
+    assert z["final_success"][1] == pytest.approx(t_interval([0.65, 0.75, 0.55])[1])
+    assert z["n_final"] == (2, 2)
+    assert z["last_success"][0] == pytest.approx(0.8)
+    assert z["last_success"][1] == pytest.approx(t_interval([0.8, 0.9, 0.7])[1])
     # AUC of seed 0: (0.5*(0.2+0.5) + 0.5*(0.5+0.8)) over the span = 0.5
     assert load_run(runs[0]).auc == pytest.approx(0.5)
     assert z["auc"][0] == pytest.approx(np.mean([0.5, 0.575, 0.425]))
     assert z["base_success"] == pytest.approx(0.2) and z["env_steps"] == (800, 800)
     # smoothness averages the post-warm-up records only (the warm-up record's 99 is left out)
-    assert z["train/action_delta"] == pytest.approx(np.mean([0.02, 0.03]))
-    assert z["train/action_jerk"] == pytest.approx(0.02)
+    assert z["train/action_delta"][0] == pytest.approx(np.mean([0.02, 0.03]))
+    assert z["train/action_jerk"] == pytest.approx((0.02, 0.0))
+    # logs without the newer keys: no eval smoothness, times or training-success thresholds
+    assert z["eval/action_delta"] is None and z["wall_s"] is None and z["cpu_share"] is None
+    assert z["train_reach"][0.9] == ([], [800, 800, 800])
 
     text = open(os.path.join(out, "report.md")).read()
     assert "# Steering comparison: lift_lowdim" in text and "seeds 100000..100049 (50 episodes" in text
-    assert f"| zprl | 3 (0, 1, 2) | 0.800 ± {z['final_success'][1]:.3f} |" in text
-    assert "| action_residual | 2 (0, 1) | 0.500 ± " in text and "Student-t" in text
+    assert (f"| zprl | 3 (0, 1, 2) | 0.650 ± {z['final_success'][1]:.3f} (only 2 evals) | "
+            f"0.800 ± {z['last_success'][1]:.3f} |") in text
+    assert "| action_residual | 2 (0, 1) | 0.400 ± " in text and "Student-t" in text
+    assert "| zprl | not reached (budget 800 env steps) |" in text
     assert f"sha256:{file_sha256(base_file)}" in text
     import matplotlib.image
 
@@ -119,7 +138,7 @@ def test_sweep_directory_and_checkpoint_config(tmp_path, base_file):
     out = str(tmp_path / "out")
     assert main([str(sweep), "-o", out]) == 0
     text = open(os.path.join(out, "report.md")).read()
-    assert "| zprl | 1 (0) | 0.300 |" in text and "| noise | 1 (0) | 0.200 |" in text
+    assert "| zprl | 1 (0) | 0.300 (only 1 eval) |" in text and "| noise | 1 (0) | 0.200 (only 1 eval) |" in text
 
 
 @pytest.mark.parametrize("extra, field", [
@@ -173,3 +192,125 @@ def test_cli_name_sets_the_file_stem(tmp_path, base_file, capsys):
     with pytest.raises(SystemExit):
         run_cli(main, [str(runs[0]), "-o", str(out), "--name", "sub/results"])
     assert "--name 'sub/results'" in capsys.readouterr().err
+
+
+# -- the authors' summary protocol ---------------------------------------------------------------
+def protocol_records(evals, train):
+    """Logs as the online loop writes them. evals: (env_steps, success, eval action delta, wall_s, cpu_s);
+    train: (env_steps, finished episodes, train/success_rate_last100 or None, wall_s, cpu_s). Records
+    are written in env-step order, a step's training record before its evaluation."""
+    records = []
+    for s, n_eps, last100, wall, cpu in train:
+        r = {"agent_steps": s // 4, "env_steps": s, "episodes": n_eps, "train/warmup": 0,
+             "train/action_delta": 0.02, "train/action_jerk": 0.001, "time/wall_s": wall, "time/cpu_s": cpu}
+        if last100 is not None:
+            r["train/success_rate_last100"] = last100
+        records.append(r)
+    for i, (s, v, delta, wall, cpu) in enumerate(evals):
+        r = {"agent_steps": s // 4, "env_steps": s, "eval/success_rate": v, "eval/mean_length": 50.0,
+             "eval/base_only": int(i == 0), "eval/action_delta": delta, "eval/action_jerk": delta / 10}
+        if wall is not None:
+            r.update({"time/wall_s": wall, "time/cpu_s": cpu})
+        records.append(r)
+    return sorted(records, key=lambda r: (r["env_steps"], "eval/success_rate" in r))
+
+
+# seed 0: eval success 0.5 at 2,000, 0.8 at 4,000, 0.9 at 5,000 env steps; the last 5 learned
+# evaluations 0.6, 0.85, 0.9, 0.8, 0.95 (mean 0.82); training success (last 100 episodes) 0.5 at
+# 3,000, 0.8 at 4,500, 0.9 at 6,000, never 0.95; 7,000 env steps in 700 s wall, 1,050 s CPU.
+RUN_A = protocol_records(
+    evals=[(0, 0.2, 0.010, 10.0, 12.0), (1000, 0.3, 0.011, 100.0, 140.0), (2000, 0.5, 0.012, 200.0, 290.0),
+           (3000, 0.6, 0.013, 300.0, 440.0), (4000, 0.85, 0.014, 400.0, 590.0), (5000, 0.9, 0.015, 500.0, 740.0),
+           (6000, 0.8, 0.016, 600.0, 900.0), (7000, 0.95, 0.017, 700.0, 1050.0)],
+    train=[(500, 20, 0.99, 50.0, 70.0),  # fewer than 100 finished episodes: must not count
+           (2500, 100, 0.45, 250.0, 360.0), (3000, 120, 0.55, 299.0, 439.0), (4500, 180, 0.82, 450.0, 660.0),
+           (6000, 240, 0.91, 599.0, 899.0), (7000, 280, 0.93, 699.0, 1049.0)])
+# seed 1: eval 0.5 at 3,000, never 0.8; last 5 = 0.4, 0.45, 0.5, 0.6, 0.7 (mean 0.53); training
+# success 0.5 at 4,000; 5,000 env steps in 1,000 s wall and 1,000 s CPU.
+RUN_B = protocol_records(
+    evals=[(0, 0.2, 0.010, 10.0, 10.0), (1000, 0.4, 0.02, 200.0, 200.0), (2000, 0.45, 0.02, 400.0, 400.0),
+           (3000, 0.5, 0.02, 600.0, 600.0), (4000, 0.6, 0.02, 800.0, 800.0), (5000, 0.7, 0.02, 1000.0, 1000.0)],
+    train=[(2500, 100, 0.3, 500.0, 500.0), (4000, 160, 0.52, 799.0, 799.0)])
+# an older log: no times, no training success over 100 episodes
+RUN_C = protocol_records(evals=[(0, 0.2, 0.010, None, None), (1000, 0.3, 0.011, None, None)], train=[])
+
+
+def protocol_runs(root, base_file):
+    runs = []
+    for name, method, seed, records in (("a", "zprl", 0, RUN_A), ("b", "zprl", 1, RUN_B),
+                                        ("c", "action_residual", 0, RUN_C)):
+        run = make_run(root, name, method, seed, [], base_file, steps=())
+        write_logs(run, records)
+        runs.append(run)
+    return runs
+
+
+def test_run_thresholds_last5_and_times(tmp_path, base_file):
+    a, b, c = (load_run(r) for r in protocol_runs(tmp_path, base_file))
+    assert a.final_success == pytest.approx(0.82) and a.n_final == 5 and a.last_success == 0.95
+    assert [a.steps_to_eval(x) for x in (0.5, 0.8, 0.9)] == [2000, 4000, 5000]
+    # the 0.99 logged after 20 episodes is left out: training thresholds need 100 finished episodes
+    assert [a.steps_to_train(x) for x in (0.5, 0.8, 0.9, 0.95)] == [3000, 4500, 6000, None]
+    assert a.env_steps == 7000 and a.wall_s == 700.0 and a.cpu_share == pytest.approx(1.5)
+    assert a.wall_to_eval(0.8) == 400.0 and a.wall_to_eval(0.99) is None
+    # evaluation smoothness over the evaluations final success uses; the base's apart
+    assert a.final_eval_smoothness("action_delta") == pytest.approx(0.015)
+    assert a.base_eval_smoothness("action_delta") == 0.010
+    assert b.final_success == pytest.approx(0.53) and b.steps_to_eval(0.8) is None and b.cpu_share == 1.0
+    assert [b.steps_to_train(x) for x in (0.5, 0.8)] == [4000, None]
+    assert c.wall_s is None and c.cpu_share is None and c.steps_to_train(0.5) is None and c.n_final == 1
+
+
+def test_summary_reports_the_authors_protocol(tmp_path, base_file):
+    runs = protocol_runs(tmp_path / "runs", base_file)
+    out = tmp_path / "out"
+    summary = write_report(runs, str(out), name="results")
+    z, r = summary["zprl"], summary["action_residual"]
+    assert z["final_success"] == pytest.approx(t_interval([0.82, 0.53]))
+    assert z["last_success"] == pytest.approx(t_interval([0.95, 0.7]))
+    assert z["eval_reach"][0.5] == ([2000, 3000], []) and z["eval_reach"][0.8] == ([4000], [5000])
+    assert z["train_reach"][0.5] == ([3000, 4000], []) and z["train_reach"][0.95] == ([], [7000, 5000])
+    assert z["wall_s"] == pytest.approx(t_interval([700.0, 1000.0]))
+    assert z["cpu_share"] == pytest.approx(t_interval([1.5, 1.0]))
+    assert z["eval/action_delta"] == pytest.approx(t_interval([0.015, 0.02]))
+    assert r["wall_s"] is None and r["eval_reach"][0.5] == ([], [1000])
+
+    text = (out / "results.md").read_text()
+    mean, half = t_interval([0.82, 0.53])
+    assert f"| zprl | 2 (0, 1) | {mean:.3f} ± {half:.3f} | 0.825 ± " in text  # 5 learned evals each: no note
+    steps_cell = "{:,.0f} ± {:,.0f}".format(*t_interval([2000, 3000]))
+    assert steps_cell == "2,500 ± 6,353"
+    train_cell = "{:,.0f} ± {:,.0f}".format(*t_interval([3000, 4000]))
+    wall = "{:.1f} ± {:.1f} min".format(*(v / 60 for v in t_interval([700.0, 1000.0])))
+    share = "{:.2f} ± {:.2f}".format(*t_interval([1.5, 1.0]))
+    assert f"| 5,000–7,000 | {wall} | {share} |" in text
+    assert (f"| zprl | {train_cell} | 4,500 (1 of 2 seeds); 1 not reached (budget 5,000 env steps) | "
+            "6,000 (1 of 2 seeds); 1 not reached (budget 5,000 env steps) | "
+            "not reached (budget 5,000–7,000 env steps) | "
+            f"{steps_cell} | 4,000 (1 of 2 seeds); 1 not reached (budget 5,000 env steps) | "
+            "5,000 (1 of 2 seeds); 1 not reached (budget 5,000 env steps) |") in text
+    assert "| action_residual | " + " | ".join(["not reached (budget 1,000 env steps)"] * 7) + " |" in text
+    # per run: thresholds, wall time, CPU share, wall time to 0.8 eval success
+    assert (f"| {runs[0]} | zprl | 0 | 0.820 | 0.950 | ") in text
+    assert ("| 3,000 | 4,500 | 6,000 | not reached (budget 7,000) | 2,000 | 4,000 | 5,000 | 11.7 min | 1.50 | "
+            "6.7 min |") in text
+    assert "| 4,000 | not reached (budget 5,000) | not reached (budget 5,000) | not reached (budget 5,000) | " \
+           "3,000 | not reached (budget 5,000) | not reached (budget 5,000) | 16.7 min | 1.00 | not reached |" in text
+    assert text.rstrip().endswith("| – | – | not reached |")
+    assert "base policy in evaluation (mean over the 3 runs' base evaluations): action delta 0.01," in text
+    for phrase in ("last 5 evaluations", "last 100 finished training episodes", "at least 100 episodes",
+                   "time/cpu_s / time/wall_s", "never across episode boundaries", "95% Student-t"):
+        assert phrase in text
+
+
+def test_report_regenerates_byte_identically(tmp_path, base_file):
+    runs = protocol_runs(tmp_path / "runs", base_file)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main([*runs, "-o", str(first), "--name", "results"]) == 0
+    assert main([*runs, "-o", str(second), "--name", "results"]) == 0
+    names = ["results.md", "results_success_vs_env_steps.png"]
+    assert sorted(os.listdir(first)) == sorted(os.listdir(second)) == names
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    png = (first / names[1]).read_bytes()
+    assert png.startswith(b"\x89PNG") and b"Software" not in png and b"matplotlib" not in png

@@ -1,20 +1,34 @@
-"""Compare online runs by steering method: one table, one curve.
+"""Compare online runs by steering method: the authors' summary protocol, tables and one curve.
 
-    python -m zprl.report RUN_DIR [RUN_DIR ...] -o OUT
+    python -m zprl.report RUN_DIR [RUN_DIR ...] -o OUT [--name NAME]
 
 A RUN_DIR is an online run directory (``.hydra/``, ``logs.json.txt``, ``checkpoints/``) or a Hydra
-sweep directory whose sub-directories are runs. Writes ``OUT/report.md`` and
-``OUT/success_vs_env_steps.png``. Runs must share the task, the evaluation seeds
-(``online_task.eval_start_seed``, ``online_task.n_eval_episodes``) and the base checkpoint;
-otherwise nothing is written and one line names the run and the field that differs.
+sweep directory whose sub-directories are runs. Writes ``OUT/NAME.md`` and
+``OUT/NAME_success_vs_env_steps.png`` (``report.md`` and ``success_vs_env_steps.png`` by default).
+Runs must share the task, the evaluation seeds (``online_task.eval_start_seed``,
+``online_task.n_eval_episodes``) and the base checkpoint; otherwise nothing is written and one line
+names the run and the field that differs. The output depends on the logs only (no dates, fixed
+ordering and number formats): the same logs regenerate the same bytes.
 
-Definitions (also printed in the report):
-- final success: the run's last ``eval/success_rate``; mean over seeds +- the half-width of a 95%
-  Student-t interval (t_{0.975, n-1} * sd / sqrt(n), sd with n-1; none for one seed);
-- AUC: trapezoid area under success vs env steps over the run's evaluations (the base-policy
-  evaluation at 0 included), divided by the env-step span, i.e. the span's mean success in [0, 1];
-- smoothness: mean of the logged ``train/action_delta`` / ``train/action_jerk`` over the training
-  records after warm-up (executed actions while learning; see zprl/rl/smoothness.py).
+Definitions (also printed in the report, see DEFINITIONS):
+- every "mean ± CI" is the mean over seeds +- the half-width of a 95% Student-t interval
+  (t_{0.975, n-1} * sd / sqrt(n), sd with n-1; none for one seed);
+- final success: the mean of the run's LAST 5 learned evaluations (the authors' definition; the
+  base-policy evaluation at 0 is not one of them; fewer when the run has fewer); the run's last
+  single evaluation is a separate column;
+- env steps to training success x: ``env_steps`` of the first training record whose
+  ``train/success_rate_last100`` (success over the last 100 finished training episodes, warm-up
+  included; logged only once 100 episodes have finished) is >= x; to eval success x: the first
+  evaluation (base evaluation included) with ``eval/success_rate`` >= x; a run that never gets there
+  counts as "not reached" with its budget (the last env step it logged);
+- AUC: trapezoid area under eval success vs env steps (base evaluation at 0 included) over the
+  env-step span, i.e. the span's mean success in [0, 1];
+- smoothness (zprl/rl/smoothness.py) in training: mean of ``train/action_delta``/``action_jerk`` over
+  the training records after warm-up; in evaluation: mean of ``eval/action_delta``/``action_jerk``
+  (actions executed in evaluation, deterministic actor) over the evaluations final success uses;
+- wall time: the run's last logged ``time/wall_s`` (resumed segments summed); CPU share:
+  ``time/cpu_s`` / ``time/wall_s`` of that record (CPU of the training process and its env workers,
+  in cores); wall time to 0.8 eval success: ``time/wall_s`` of the first evaluation >= 0.8.
 """
 
 from __future__ import annotations
@@ -31,6 +45,12 @@ import numpy as np
 from zprl.common.errors import UserInputError, run_cli
 
 IDENTITY_FIELDS = ("online_task.name", "online_task.eval_start_seed", "online_task.n_eval_episodes", "base checkpoint")
+FINAL_EVALS = 5                           # final success = mean of the last 5 learned evaluations
+TRAIN_THRESHOLDS = (0.5, 0.8, 0.9, 0.95)  # on train/success_rate_last100
+EVAL_THRESHOLDS = (0.5, 0.8, 0.9)         # on eval/success_rate
+LAST100_EPISODES = 100                    # finished training episodes behind train/success_rate_last100
+WALL_TIME_THRESHOLD = 0.8                 # wall-clock time to this eval success, per run
+SMOOTHNESS_KEYS = ("action_delta", "action_jerk")
 
 
 @dataclass
@@ -42,19 +62,80 @@ class Run:
     steps: np.ndarray          # env steps of each evaluation, ascending
     success: np.ndarray        # eval/success_rate at those steps
     base_success: float | None
-    smoothness: dict = field(default_factory=dict)
+    smoothness: dict = field(default_factory=dict)  # train/action_delta, train/action_jerk: post-warm-up means
+    base_only: np.ndarray | None = None             # per evaluation: the base policy's (at 0, before learning)
+    eval_smoothness: dict = field(default_factory=dict)  # eval/<key> -> per evaluation, NaN where not logged
+    eval_wall_s: np.ndarray | None = None           # time/wall_s at each evaluation, NaN where not logged
+    train_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # records with last100
+    train_last100: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    budget: int | None = None                       # the last env step the run logged
+    wall_s: float | None = None                     # the run's last time/wall_s
+    cpu_s: float | None = None                      # time/cpu_s of that record
+
+    @property
+    def final_indices(self) -> np.ndarray:
+        """The evaluations final success averages: the last FINAL_EVALS learned ones (all, if only the base's)."""
+        learned = np.flatnonzero(~self.base_only) if self.base_only is not None else np.arange(len(self.steps))
+        return (learned if len(learned) else np.arange(len(self.steps)))[-FINAL_EVALS:]
 
     @property
     def final_success(self) -> float:
+        return float(np.mean(self.success[self.final_indices]))
+
+    @property
+    def n_final(self) -> int:
+        return len(self.final_indices)
+
+    @property
+    def last_success(self) -> float:
         return float(self.success[-1])
 
     @property
     def env_steps(self) -> int:
-        return int(self.steps[-1])
+        return int(self.steps[-1]) if self.budget is None else max(self.budget, int(self.steps[-1]))
 
     @property
     def auc(self) -> float:
         return normalized_auc(self.steps, self.success)
+
+    def steps_to_train(self, x: float) -> int | None:
+        """env steps of the first training record with success over the last 100 episodes >= x (None: not reached)."""
+        hit = np.flatnonzero(self.train_last100 >= x)
+        return int(self.train_steps[hit[0]]) if len(hit) else None
+
+    def steps_to_eval(self, x: float) -> int | None:
+        hit = np.flatnonzero(self.success >= x)
+        return int(self.steps[hit[0]]) if len(hit) else None
+
+    def wall_to_eval(self, x: float) -> float | None:
+        """time/wall_s of the first evaluation >= x; None: not reached; NaN: reached but no time logged."""
+        hit = np.flatnonzero(self.success >= x)
+        if not len(hit):
+            return None
+        return float("nan") if self.eval_wall_s is None else float(self.eval_wall_s[hit[0]])
+
+    def final_eval_smoothness(self, key: str) -> float | None:
+        """Mean of eval/<key> over the evaluations final success uses (None when none logged it)."""
+        vals = self.eval_smoothness.get(f"eval/{key}")
+        if vals is None:
+            return None
+        vals = vals[self.final_indices]
+        vals = vals[~np.isnan(vals)]
+        return float(vals.mean()) if len(vals) else None
+
+    def base_eval_smoothness(self, key: str) -> float | None:
+        vals = self.eval_smoothness.get(f"eval/{key}")
+        if vals is None or self.base_only is None:
+            return None
+        vals = vals[self.base_only]
+        vals = vals[~np.isnan(vals)]
+        return float(vals[0]) if len(vals) else None
+
+    @property
+    def cpu_share(self) -> float | None:
+        if self.wall_s is None or self.cpu_s is None or self.wall_s <= 0:
+            return None
+        return self.cpu_s / self.wall_s
 
 
 # -- statistics ----------------------------------------------------------------------------------
@@ -145,7 +226,13 @@ def _base_identity(cfg, state) -> str:
         from zprl.common.checkpoint import file_sha256
 
         return f"sha256:{file_sha256(path)}"
-    return f"path:{os.path.abspath(path)}"
+    # the path as the config gives it, not made absolute: the report must not depend on where it is run
+    return f"path:{os.path.normpath(path)}"
+
+
+def _float(r: dict, key: str) -> float:
+    v = r.get(key)
+    return float("nan") if v is None else float(v)
 
 
 def load_run(run_dir: str) -> Run:
@@ -156,23 +243,38 @@ def load_run(run_dir: str) -> Run:
     identity = {"online_task.name": str(o.name), "online_task.eval_start_seed": int(o.eval_start_seed),
                 "online_task.n_eval_episodes": int(o.n_eval_episodes), "base checkpoint": _base_identity(cfg, state)}
     records = read_json_lines(os.path.join(run_dir, "logs.json.txt"))
-    evals = {}
+    evals, last100 = {}, {}
     for r in records:  # a later record at the same env step wins (e.g. after a resume)
         if "eval/success_rate" in r:
             evals[int(r["env_steps"])] = r
+        if "train/success_rate_last100" in r and r.get("episodes", LAST100_EPISODES) >= LAST100_EPISODES:
+            last100[int(r["env_steps"])] = float(r["train/success_rate_last100"])
     if not evals:
         raise UserInputError(f"{run_dir}/logs.json.txt has no eval/success_rate record yet; wait for its first evaluation")
     steps = np.array(sorted(evals), dtype=np.int64)
-    success = np.array([float(evals[s]["eval/success_rate"]) for s in steps])
-    base = [float(r["eval/success_rate"]) for r in evals.values() if r.get("eval/base_only")]
+    ordered = [evals[s] for s in steps]
+    success = np.array([float(r["eval/success_rate"]) for r in ordered])
+    base_only = np.array([bool(r.get("eval/base_only", 0)) for r in ordered])
+    base = [float(r["eval/success_rate"]) for r in ordered if r.get("eval/base_only")]
     learning = [r for r in records if r.get("train/warmup") == 0] or [r for r in records if "train/warmup" in r]
     smooth = {}
     for key in ("train/action_delta", "train/action_jerk"):
         vals = [float(r[key]) for r in learning if key in r]
         if vals:
             smooth[key] = float(np.mean(vals))
+    eval_smooth = {f"eval/{k}": np.array([_float(r, f"eval/{k}") for r in ordered]) for k in SMOOTHNESS_KEYS
+                   if any(f"eval/{k}" in r for r in ordered)}
+    eval_wall = (np.array([_float(r, "time/wall_s") for r in ordered])
+                 if any("time/wall_s" in r for r in ordered) else None)
+    timed = [r for r in records if "time/wall_s" in r and "time/cpu_s" in r]  # file order is the run's order
+    train_steps = np.array(sorted(last100), dtype=np.int64)
     return Run(run_dir, _method_name(cfg, state), int(cfg.training.seed), identity, steps, success,
-               base[0] if base else None, smooth)
+               base[0] if base else None, smooth, base_only=base_only, eval_smoothness=eval_smooth,
+               eval_wall_s=eval_wall, train_steps=train_steps,
+               train_last100=np.array([last100[s] for s in train_steps], dtype=np.float64),
+               budget=max(int(r["env_steps"]) for r in records if "env_steps" in r),
+               wall_s=float(timed[-1]["time/wall_s"]) if timed else None,
+               cpu_s=float(timed[-1]["time/cpu_s"]) if timed else None)
 
 
 def check_comparable(runs: list[Run]) -> None:
@@ -197,30 +299,123 @@ def group_by_method(runs: list[Run]) -> dict[str, list[Run]]:
     return dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
+def _interval_or_none(values) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None]
+    return t_interval(values) if values else None
+
+
 def summarize(runs: list[Run]) -> dict:
-    """Per method: n, seeds, final success and AUC (mean, 95% t half-width), base success, smoothness, env steps."""
+    """Per method: n, seeds; (mean, 95% t half-width) over seeds of final success (last 5), last evaluation,
+    AUC, smoothness (train/ and eval/), wall time and CPU share; base success; env steps (min, max); and
+    per threshold x in ``train_reach``/``eval_reach``: (env steps of the seeds that reached x, budgets of
+    those that did not)."""
     out = {}
     for method, group in group_by_method(runs).items():
         bases = [r.base_success for r in group if r.base_success is not None]
         row = {"n": len(group), "seeds": sorted(r.seed for r in group),
                "final_success": t_interval([r.final_success for r in group]),
+               "n_final": (min(r.n_final for r in group), max(r.n_final for r in group)),
+               "last_success": t_interval([r.last_success for r in group]),
                "auc": t_interval([r.auc for r in group]),
                "base_success": float(np.mean(bases)) if bases else None,
-               "env_steps": (min(r.env_steps for r in group), max(r.env_steps for r in group))}
+               "env_steps": (min(r.env_steps for r in group), max(r.env_steps for r in group)),
+               "wall_s": _interval_or_none([r.wall_s for r in group]),
+               "cpu_share": _interval_or_none([r.cpu_share for r in group])}
         for key in ("train/action_delta", "train/action_jerk"):
-            vals = [r.smoothness[key] for r in group if key in r.smoothness]
-            row[key] = float(np.mean(vals)) if vals else None
+            row[key] = _interval_or_none([r.smoothness.get(key) for r in group])
+        for key in SMOOTHNESS_KEYS:
+            row[f"eval/{key}"] = _interval_or_none([r.final_eval_smoothness(key) for r in group])
+        for kind, thresholds, fn in (("train_reach", TRAIN_THRESHOLDS, Run.steps_to_train),
+                                     ("eval_reach", EVAL_THRESHOLDS, Run.steps_to_eval)):
+            row[kind] = {}
+            for x in thresholds:
+                hits = [fn(r, x) for r in group]
+                row[kind][x] = ([h for h in hits if h is not None],
+                                [r.env_steps for r, h in zip(group, hits) if h is None])
         out[method] = row
     return out
 
 
-def _pm(mean_half) -> str:
+def _pm(mean_half, fmt: str = ".3f") -> str:
+    if mean_half is None:
+        return "–"
     mean, half = mean_half
-    return f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+    return format(mean, fmt) if math.isnan(half) else f"{format(mean, fmt)} ± {format(half, fmt)}"
 
 
 def _num(x, fmt=".4g") -> str:
     return "–" if x is None else format(x, fmt)
+
+
+def _steps_range(values) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+
+
+def _not_reached(budgets) -> str:
+    return f"not reached (budget {_steps_range(budgets)} env steps)"
+
+
+def _reach_cell(reached: list[int], missed_budgets: list[int]) -> str:
+    """mean ± CI over the seeds that reached it; the others as 'not reached' with their budget."""
+    if not reached:
+        return _not_reached(missed_budgets)
+    cell = _pm(t_interval(reached), ",.0f")
+    if missed_budgets:
+        n = len(reached) + len(missed_budgets)
+        cell += f" ({len(reached)} of {n} seeds); {len(missed_budgets)} {_not_reached(missed_budgets)}"
+    return cell
+
+
+def _run_reach(value: int | None, run: Run) -> str:
+    return f"{value:,}" if value is not None else f"not reached (budget {run.env_steps:,})"
+
+
+def _minutes(seconds) -> str:
+    return "–" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def _wall_to(run: Run, x: float) -> str:
+    t = run.wall_to_eval(x)
+    if t is None:
+        return "not reached"
+    return "– (no time logged)" if math.isnan(t) else _minutes(t)
+
+
+def _fmt_x(x: float) -> str:
+    return f"{x:g}"
+
+
+DEFINITIONS = [
+    "mean ± CI: the mean over seeds ± the half-width of a 95% Student-t interval (t_{0.975,n-1}·sd/√n, sd "
+    "with n−1); no interval for a single seed.",
+    f"final success: the mean of the run's last {FINAL_EVALS} evaluations of the learned policy (the authors' "
+    "definition; the base-policy evaluation at 0 is not one of them, and a run with fewer learned evaluations "
+    "averages those it has); 'last evaluation' is the run's last single evaluation.",
+    "AUC: trapezoid area under eval success vs env steps over the run's evaluations (the base-policy evaluation "
+    "at 0 included) divided by the env-step span: the mean success over training.",
+    "base success: the unsteered base policy through the same interface, before learning.",
+    f"env steps to training success x: env steps of the first training log record whose "
+    f"train/success_rate_last100 (success over the last {LAST100_EPISODES} finished training episodes, warm-up "
+    f"included; logged only once at least {LAST100_EPISODES} episodes have finished) is ≥ x. Resolution: the "
+    "log interval (training.log_every).",
+    "env steps to eval success x: env steps of the first evaluation (base-policy evaluation at 0 included) with "
+    "eval/success_rate ≥ x. Resolution: the evaluation interval (training.eval_every).",
+    "not reached: the run never got there; its budget is the last env step it logged. A method's mean ± CI is "
+    "over the seeds that reached the threshold only; how many did not is stated beside it.",
+    "action delta / jerk: mean ‖p_t − p_{t−1}‖ of the commanded end-effector position (m per control step) and "
+    "mean squared third difference ‖p_t − 3p_{t−1} + 3p_{t−2} − p_{t−3}‖², over the actions executed, never "
+    "across episode boundaries (zprl/rl/smoothness.py). Training: mean of the logged train/action_delta and "
+    "train/action_jerk (stochastic actor, exploration) over the training records after warm-up. Evaluation: "
+    f"mean of eval/action_delta and eval/action_jerk (deterministic actor) over the evaluations final success "
+    "uses.",
+    "wall time: the run's last logged time/wall_s (resumed segments summed; evaluations included). CPU share: "
+    "time/cpu_s / time/wall_s of that record, where time/cpu_s is the user + system CPU time of the training "
+    "process and its env worker processes: the number of cores the run kept busy on average.",
+    f"wall time to {_fmt_x(WALL_TIME_THRESHOLD)} eval success: time/wall_s of the run's first evaluation with "
+    f"eval/success_rate ≥ {_fmt_x(WALL_TIME_THRESHOLD)}.",
+    "env steps = agent steps × n_action_steps.",
+]
 
 
 def render_markdown(runs: list[Run], summary: dict, plot_name: str) -> str:
@@ -229,29 +424,55 @@ def render_markdown(runs: list[Run], summary: dict, plot_name: str) -> str:
     lines = [f"# Steering comparison: {ident['online_task.name']}", "",
              f"{len(runs)} runs; evaluation on seeds {start}..{start + n_eps - 1} ({n_eps} episodes per evaluation); "
              f"base checkpoint {ident['base checkpoint']}.", "",
-             "| method | seeds | final success (mean ± 95% CI) | AUC (mean ± 95% CI) | base success | "
-             "action delta | action jerk | env steps |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| method | seeds | final success (mean of last {FINAL_EVALS} evals, mean ± 95% CI) | last evaluation | "
+             "AUC | base success | env steps | wall time per run | CPU share (cores) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for method, row in summary.items():
-        lo, hi = row["env_steps"]
-        steps = f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
-        lines.append(f"| {method} | {row['n']} ({', '.join(map(str, row['seeds']))}) | {_pm(row['final_success'])} | "
-                     f"{_pm(row['auc'])} | {_num(row['base_success'], '.3f')} | {_num(row['train/action_delta'])} | "
-                     f"{_num(row['train/action_jerk'])} | {steps} |")
-    lines += ["", f"![success vs env steps]({plot_name})", "",
-              "- final success: each run's last evaluation; ± is the half-width of a 95% Student-t interval over "
-              "seeds (t_{0.975,n-1}·sd/√n); no interval for a single seed.",
-              "- AUC: trapezoid area under success vs env steps over the run's evaluations (the base-policy "
-              "evaluation at 0 included) divided by the env-step span: the mean success over training.",
-              "- base success: the unsteered base policy through the same interface, before learning.",
-              "- action delta / jerk: mean of the logged train/action_delta (mean ‖p_t − p_{t−1}‖ of the commanded "
-              "end-effector position, m per control step) and train/action_jerk (mean squared third difference) "
-              "over the training records after warm-up.",
-              "- env steps = agent steps × n_action_steps.", "",
-              "## Runs", "", "| run | method | seed | final success | AUC | env steps |", "|---|---|---|---|---|---|"]
+        lo, hi = row["n_final"]
+        n_final = ("" if lo == hi == FINAL_EVALS else f" (only {lo} eval{'s' if lo > 1 else ''})" if lo == hi
+                   else f" (only {lo}–{hi} evals)")
+        lines.append(f"| {method} | {row['n']} ({', '.join(map(str, row['seeds']))}) | {_pm(row['final_success'])}"
+                     f"{n_final} | {_pm(row['last_success'])} | {_pm(row['auc'])} | {_num(row['base_success'], '.3f')} | "
+                     f"{_steps_range(row['env_steps'])} | "
+                     f"{_pm(None if row['wall_s'] is None else tuple(v / 60 for v in row['wall_s']), '.1f')}"
+                     f"{'' if row['wall_s'] is None else ' min'} | {_pm(row['cpu_share'], '.2f')} |")
+    lines += ["", "## Env steps to reach a success rate (mean ± 95% CI over seeds)", "",
+              "| method | " + " | ".join(f"train {_fmt_x(x)}" for x in TRAIN_THRESHOLDS) + " | "
+              + " | ".join(f"eval {_fmt_x(x)}" for x in EVAL_THRESHOLDS) + " |",
+              "|---|" + "---|" * (len(TRAIN_THRESHOLDS) + len(EVAL_THRESHOLDS))]
+    for method, row in summary.items():
+        cells = [_reach_cell(*row["train_reach"][x]) for x in TRAIN_THRESHOLDS]
+        cells += [_reach_cell(*row["eval_reach"][x]) for x in EVAL_THRESHOLDS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "training success = success over the last 100 finished training episodes "
+              f"(train/success_rate_last100, at least {LAST100_EPISODES} finished episodes); eval success = "
+              "eval/success_rate on the held-out seeds.", "",
+              "## Smoothness of executed actions (mean ± 95% CI over seeds)", "",
+              "| method | train action delta | train action jerk | eval action delta | eval action jerk |",
+              "|---|---|---|---|---|"]
+    for method, row in summary.items():
+        lines.append(f"| {method} | {_pm(row['train/action_delta'], '.4g')} | {_pm(row['train/action_jerk'], '.4g')} | "
+                     f"{_pm(row['eval/action_delta'], '.4g')} | {_pm(row['eval/action_jerk'], '.4g')} |")
+    base_smooth = {k: [v for v in (r.base_eval_smoothness(k) for r in runs) if v is not None] for k in SMOOTHNESS_KEYS}
+    if all(base_smooth.values()):
+        lines += ["", f"base policy in evaluation (mean over the {len(base_smooth['action_delta'])} runs' base "
+                  f"evaluations): action delta {np.mean(base_smooth['action_delta']):.4g}, action jerk "
+                  f"{np.mean(base_smooth['action_jerk']):.4g}."]
+    lines += ["", f"![success vs env steps]({plot_name})", "", "## Definitions", ""]
+    lines += [f"- {d}" for d in DEFINITIONS]
+    wall_x = _fmt_x(WALL_TIME_THRESHOLD)
+    lines += ["", "## Runs", "",
+              f"| run | method | seed | final success (last {FINAL_EVALS}) | last evaluation | AUC | env steps | "
+              + " | ".join(f"train {_fmt_x(x)}" for x in TRAIN_THRESHOLDS) + " | "
+              + " | ".join(f"eval {_fmt_x(x)}" for x in EVAL_THRESHOLDS)
+              + f" | wall time | CPU share | wall time to {wall_x} eval success |",
+              "|" + "---|" * (10 + len(TRAIN_THRESHOLDS) + len(EVAL_THRESHOLDS))]
     for run in runs:
-        lines.append(f"| {run.path} | {run.method} | {run.seed} | {run.final_success:.3f} | {run.auc:.3f} | "
-                     f"{run.env_steps:,} |")
+        reach = [_run_reach(run.steps_to_train(x), run) for x in TRAIN_THRESHOLDS]
+        reach += [_run_reach(run.steps_to_eval(x), run) for x in EVAL_THRESHOLDS]
+        lines.append(f"| {run.path} | {run.method} | {run.seed} | {run.final_success:.3f} | {run.last_success:.3f} | "
+                     f"{run.auc:.3f} | {run.env_steps:,} | " + " | ".join(reach) + f" | {_minutes(run.wall_s)} | "
+                     f"{_num(run.cpu_share, '.2f')} | {_wall_to(run, WALL_TIME_THRESHOLD)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -281,7 +502,8 @@ def main(argv=None) -> int:
         raise UserInputError(f"--name {args.name!r}: give a bare file stem such as 'results' (no directory, no .md)")
     summary = write_report(args.run_dirs, args.output, args.name)
     for method, row in summary.items():
-        print(f"{method}: {row['n']} seeds, final success {_pm(row['final_success'])}, AUC {_pm(row['auc'])}")
+        print(f"{method}: {row['n']} seed{'s' if row['n'] > 1 else ''}, final success (last {FINAL_EVALS} evals) "
+              f"{_pm(row['final_success'])}, AUC {_pm(row['auc'])}")
     print(f"-> {os.path.join(args.output, args.name + '.md')}")
     return 0
 

@@ -9,6 +9,10 @@ A stochastic policy still draws its own noise per batch; seed it if you need bit
 Success of an episode = max reward over the episode (reward is 1.0 on the success step, which
 also ends the episode). Videos of the first ``n_train_vis`` / ``n_test_vis`` episodes go to
 ``<output_dir>/media/<prefix>_<seed>.mp4``.
+
+Smoothness of the actions each episode EXECUTED (zprl/rl/smoothness.py: commanded end-effector
+position, differences never across episodes): per episode ``action_delta``/``action_jerk`` and,
+pooled over a prefix's episodes, ``<prefix>/action_delta``/``<prefix>/action_jerk``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from gymnasium.vector import AutoresetMode
 
 from zprl.common.errors import UserInputError
 from zprl.env.vector_env import RolloutEnvConfig, make_vector_env
+from zprl.rl.smoothness import SmoothnessTracker, smoothness_means
 
 
 def policy_device_dtype(policy) -> tuple[torch.device, torch.dtype]:
@@ -35,9 +40,10 @@ def policy_device_dtype(policy) -> tuple[torch.device, torch.dtype]:
 
 
 class RobomimicEnvRunner:
-    """``run(policy) -> dict`` with ``train/mean_score``, ``test/mean_score``, ``test/mean_length``
-    (and the train counterparts), ``episodes`` (seed, success, length, prefix, video) and
-    ``videos`` (mp4 paths). The worker processes are started on the first run and reused."""
+    """``run(policy) -> dict`` with ``train/mean_score``, ``test/mean_score``, ``test/mean_length``,
+    ``test/action_delta``, ``test/action_jerk`` (and the train counterparts), ``episodes`` (seed,
+    success, length, prefix, video, action_delta, action_jerk) and ``videos`` (mp4 paths). The
+    worker processes are started on the first run and reused."""
 
     def __init__(self, output_dir: str, env_meta: dict, shape_meta: dict, n_train: int = 6, n_test: int = 50,
                  train_start_seed: int = 0, test_start_seed: int = 100000, max_steps: int = 400,
@@ -115,6 +121,7 @@ class RobomimicEnvRunner:
         done = np.array([False] * n + [True] * pad)
         reward_max = np.zeros(self.n_envs)
         length = np.zeros(self.n_envs, dtype=int)
+        smooth = None  # one tracker per env: this batch's episode in that env
         while not done.all():
             obs_t = {k: torch.from_numpy(np.asarray(v)).to(device=device, dtype=dtype) for k, v in obs.items()}
             action = policy.predict_action(obs_t)["action"]
@@ -124,24 +131,40 @@ class RobomimicEnvRunner:
             reward_max[live] = np.maximum(reward_max[live], np.asarray(reward)[live])
             length[live] = np.asarray(info["episode_length"])[live]
             ended = live & (np.asarray(terminated) | np.asarray(truncated))
+            if "executed_actions" in info:  # the actions run, up to the episode's end inside the chunk
+                executed, n_exec = np.asarray(info["executed_actions"]), np.asarray(info["n_executed"])
+                if smooth is None:
+                    smooth = [SmoothnessTracker(1, executed.shape[-1]) for _ in range(self.n_envs)]
+                for i in np.flatnonzero(live):
+                    smooth[i].add(executed[i: i + 1], n_exec[i: i + 1], ended[i: i + 1])
             done |= ended
             bar.update(int(ended.sum()))
             bar.set_postfix(step=int(length[live].max()) if live.any() else 0, refresh=False)
         if self.config.render_size is not None:
             venv.call("close_video")
-        return [{"prefix": prefix, "seed": int(seed), "success": bool(reward_max[i] >= 1.0),
-                 "reward": float(reward_max[i]), "length": int(length[i]),
-                 **({"video": paths[i]} if vis else {})}
-                for i, (prefix, seed, vis) in enumerate(batch)]
+        records = []
+        for i, (prefix, seed, vis) in enumerate(batch):
+            rec = {"prefix": prefix, "seed": int(seed), "success": bool(reward_max[i] >= 1.0),
+                   "reward": float(reward_max[i]), "length": int(length[i]), **({"video": paths[i]} if vis else {})}
+            if smooth is not None:
+                totals = smooth[i].totals()
+                rec.update(smoothness_means([totals]), _smoothness=totals)
+            records.append(rec)
+        return records
 
 
 def summarize(records: list[dict]) -> dict:
+    """Per prefix: mean score and length, and smoothness pooled over the episodes' executed actions
+    (``_smoothness`` totals are taken out of the episode records here)."""
+    totals = [r.pop("_smoothness", None) for r in records]
     out = {"episodes": records, "videos": [r["video"] for r in records if "video" in r]}
     for prefix in ("train", "test"):
-        group = [r for r in records if r["prefix"] == prefix]
+        group = [i for i, r in enumerate(records) if r["prefix"] == prefix]
         if group:
-            out[f"{prefix}/mean_score"] = float(np.mean([r["reward"] for r in group]))
-            out[f"{prefix}/mean_length"] = float(np.mean([r["length"] for r in group]))
+            out[f"{prefix}/mean_score"] = float(np.mean([records[i]["reward"] for i in group]))
+            out[f"{prefix}/mean_length"] = float(np.mean([records[i]["length"] for i in group]))
+            pooled = smoothness_means([totals[i] for i in group if totals[i] is not None])
+            out.update({f"{prefix}/{k}": v for k, v in pooled.items()})
     return out
 
 

@@ -5,7 +5,12 @@ block of the policy's absolute action), in metres per control step (20 Hz):
 - ``action_delta``: mean over steps of ||p_t - p_{t-1}||  (how far the command jumps per step);
 - ``action_jerk``:  mean over steps of ||p_t - 3 p_{t-1} + 3 p_{t-2} - p_{t-3}||^2  (squared third
   difference, i.e. squared jerk up to the constant 1/dt^6).
-Differences never span an episode boundary.
+Differences never span an episode boundary. The means pool every difference measured (over envs
+and episodes), so long episodes weigh more than short ones.
+
+Used on training rollouts (the online loop's ``train/action_delta``/``train/action_jerk``) and on
+evaluation rollouts (the runner's per-episode values and ``test/action_delta``/``test/action_jerk``,
+logged online as ``eval/action_delta``/``eval/action_jerk``).
 """
 
 from __future__ import annotations
@@ -41,12 +46,26 @@ class SmoothnessTracker:
             if ended[i]:
                 hist.clear()
 
+    def totals(self) -> tuple[float, float, float, float]:
+        """(delta_sum, delta_n, jerk_sum, jerk_n) since the last pop: what pooling needs."""
+        return (self.delta_sum, self.delta_n, self.jerk_sum, self.jerk_n)
+
     def pop(self) -> dict:
         """Means since the last pop (NaN-free: keys are left out when nothing was measured)."""
-        out = {}
-        if self.delta_n:
-            out["action_delta"] = self.delta_sum / self.delta_n
-        if self.jerk_n:
-            out["action_jerk"] = self.jerk_sum / self.jerk_n
+        out = smoothness_means([self.totals()])
         self.delta_sum = self.delta_n = self.jerk_sum = self.jerk_n = 0.0
         return out
+
+
+def smoothness_means(totals) -> dict:
+    """Pooled ``action_delta``/``action_jerk`` from (delta_sum, delta_n, jerk_sum, jerk_n) tuples;
+    a key is left out when nothing was measured."""
+    d_sum = d_n = j_sum = j_n = 0.0
+    for ds, dn, js, jn in totals:
+        d_sum, d_n, j_sum, j_n = d_sum + ds, d_n + dn, j_sum + js, j_n + jn
+    out = {}
+    if d_n:
+        out["action_delta"] = d_sum / d_n
+    if j_n:
+        out["action_jerk"] = j_sum / j_n
+    return out

@@ -8,8 +8,10 @@ episodes end inside a chunk).
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import time
 
 import hydra
 import numpy as np
@@ -46,6 +48,24 @@ def apply_debug_overrides(cfg: DictConfig) -> None:
         t.log_every = 16
         if "progressive_steps" in cfg.steering:  # action residual: reach full residual use within the run
             cfg.steering.progressive_steps = min(cfg.steering.progressive_steps, t.total_agent_steps)
+
+
+def process_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its descendants: exited ones (os.times'
+    children fields, once reaped) and live ones (psutil, e.g. the env worker processes)."""
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    try:
+        import psutil
+    except ImportError:  # live workers then count only once they exit
+        return total
+    for child in psutil.Process().children(recursive=True):
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system + c.children_user + c.children_system
+        except psutil.Error:  # exited meanwhile: counted by its parent once reaped
+            pass
+    return total
 
 
 def obs_to_torch(obs: dict, device, dtype=torch.float32) -> dict:
@@ -86,6 +106,10 @@ class OnlineWorkspace(BaseWorkspace):
         self.episodes_done = 0
         self.successes_done = 0
         self.updates = 0
+        # the authors' training success: the last 100 finished training episodes (kept on resume)
+        self.success_last100 = collections.deque(maxlen=100)
+        # run time, summed over resumed segments: (wall, CPU) at this segment's start and before it
+        self._clock_start, self._clock_offset = (time.monotonic(), process_cpu_seconds()), (0.0, 0.0)
         if cfg.training.bootstrap not in ("never", "truncation"):
             raise UserInputError(f"training.bootstrap={cfg.training.bootstrap!r} must be 'never' or 'truncation'")
 
@@ -106,6 +130,8 @@ class OnlineWorkspace(BaseWorkspace):
             "sample_generator": self.sample_generator.get_state(),
             "counters": {"agent_steps": self.agent_steps, "executed_env_steps": self.executed_env_steps,
                          "episodes": self.episodes_done, "successes": self.successes_done, "updates": self.updates},
+            "success_last100": [bool(x) for x in self.success_last100],
+            "time": self._run_times(),
             "rng": get_rng_states(),
         }
 
@@ -121,6 +147,11 @@ class OnlineWorkspace(BaseWorkspace):
         c = state["counters"]
         self.agent_steps, self.executed_env_steps = c["agent_steps"], c["executed_env_steps"]
         self.episodes_done, self.successes_done, self.updates = c["episodes"], c["successes"], c["updates"]
+        self.success_last100.clear()
+        self.success_last100.extend(state.get("success_last100", []))  # absent in older checkpoints
+        saved = state.get("time", {})
+        self._clock_start = (time.monotonic(), process_cpu_seconds())
+        self._clock_offset = (float(saved.get("time/wall_s", 0.0)), float(saved.get("time/cpu_s", 0.0)))
         set_rng_states(state["rng"])
 
     def save_step_checkpoint(self) -> str:
@@ -249,6 +280,7 @@ class OnlineWorkspace(BaseWorkspace):
             self.episodes_done += len(ended)
             self.successes_done += int(success[ended].sum())
             self._recent = getattr(self, "_recent", []) + [bool(s) for s in success[ended]]
+            self.success_last100.extend(bool(s) for s in success[ended])
 
     def _update(self, n_updates: int) -> dict:
         if len(self.buffer) < self.cfg.training.batch_size:
@@ -273,8 +305,18 @@ class OnlineWorkspace(BaseWorkspace):
         if recent:
             record["train/success_rate"] = float(np.mean(recent))
             self._recent = []
+        if len(self.success_last100) == self.success_last100.maxlen:  # only once 100 episodes have finished
+            record["train/success_rate_last100"] = float(np.mean(self.success_last100))
         record["alpha"] = float(self.sac.alpha)
+        record.update(self._run_times())
         self.log_metrics(record, step=self.agent_steps)
+
+    def _run_times(self) -> dict:
+        """``time/wall_s`` and ``time/cpu_s`` of the run so far (resumed segments summed); CPU time
+        counts this process and its env worker processes, so cpu_s / wall_s is the cores it kept busy."""
+        (wall0, cpu0), (wall_off, cpu_off) = self._clock_start, self._clock_offset
+        return {"time/wall_s": wall_off + time.monotonic() - wall0,
+                "time/cpu_s": cpu_off + process_cpu_seconds() - cpu0}
 
     def _evaluate(self, evaluator: RobomimicEnvRunner, base_only: bool = False) -> dict:
         import wandb
@@ -288,7 +330,11 @@ class OnlineWorkspace(BaseWorkspace):
             os.replace(path, new)
             videos.append(new)
         record = {**self._counters(), "eval/success_rate": result["test/mean_score"],
-                  "eval/mean_length": result["test/mean_length"], "eval/base_only": int(base_only)}
+                  "eval/mean_length": result["test/mean_length"], "eval/base_only": int(base_only),
+                  # smoothness of the actions executed in evaluation, pooled over its episodes
+                  **{f"eval/{k}": result[f"test/{k}"] for k in ("action_delta", "action_jerk")
+                     if f"test/{k}" in result},
+                  **self._run_times()}
         self.log_metrics(record, step=self.agent_steps)
         if self.cfg.logging.mode != "disabled":
             for v in videos:
