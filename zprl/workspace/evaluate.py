@@ -30,6 +30,9 @@ def evaluate(policy, runner_cfg, env_meta: dict, output_dir: str, n_episodes: in
     log = {
         "mean_score": float(result["test/mean_score"]),
         "n_episodes": len(episodes),
+        # smoothness of the executed actions, pooled over episodes (zprl/rl/smoothness.py)
+        "action_delta": result.get("test/action_delta"),
+        "action_jerk": result.get("test/action_jerk"),
         "test_start_seed": int(runner_cfg.test_start_seed),
         "episodes": episodes,
         "videos": [os.path.relpath(p, output_dir) for p in result.get("videos", [])],
