@@ -48,7 +48,7 @@ def all_equal(a, b):
 
 def test_actor_log_prob_matches_torch_tanh_transform():
     torch.manual_seed(0)
-    actor = TanhGaussianActor(S, A, hidden=(32, 32), init_std=0.5).double()
+    actor = TanhGaussianActor(S, A, hidden=(32, 32), log_std_min=-3.0, log_std_max=1.0).double()
     with torch.no_grad():
         actor.mean.weight.normal_(0, 0.5)  # spread the means so the tanh correction matters
     state = torch.randn(512, S, dtype=torch.float64)
@@ -78,12 +78,21 @@ def test_squashed_log_prob_is_the_density_of_tanh_samples():
     torch.testing.assert_close(counts / counts.sum(), per_bin, atol=2.5e-3, rtol=0)
 
 
-def test_actor_starts_with_small_std_and_near_zero_mean():
+def test_actor_init_as_the_authors_heads_orthogonal_gain_001_std_from_the_range():
     torch.manual_seed(0)
-    actor = TanhGaussianActor(S, A, hidden=(64, 64, 64), init_std=0.1)
+    actor = TanhGaussianActor(S, A, hidden=(64, 64, 64))
+    for head in (actor.mean, actor.log_std):  # orthogonal rows scaled by the gain, zero bias
+        torch.testing.assert_close(head.weight @ head.weight.T, 1e-4 * torch.eye(A), atol=1e-9, rtol=0)
+        assert torch.equal(head.bias, torch.zeros(A))
     mean, log_std = actor.distribution_params(torch.randn(256, S) * 3)
-    assert mean.abs().max() < 0.05
-    torch.testing.assert_close(log_std.exp(), torch.full_like(log_std, 0.1), atol=5e-3, rtol=0)
+    assert mean.abs().max() < 0.01
+    # default range [-10, 2]: zero head output = the middle, log-std -4, std ~0.018
+    torch.testing.assert_close(log_std, torch.full_like(log_std, -4.0), atol=0.05, rtol=0)
+    # noise steering's range [-2, 2]: std ~1, as spread as the warm-up's N(0, I) noise
+    wide = TanhGaussianActor(S, A, hidden=(64, 64, 64), log_std_min=-2.0, log_std_max=2.0)
+    torch.testing.assert_close(wide.distribution_params(torch.randn(256, S) * 3)[1].exp(),
+                               torch.ones(256, A), atol=0.02, rtol=0)
+    assert make_sac(log_std_min=-2.0, log_std_max=2.0).actor.log_std_max == 2.0
     with torch.no_grad():  # the soft bound holds for any head output
         actor.log_std.bias.fill_(1e3)
         assert actor.distribution_params(torch.randn(4, S))[1].max() <= 2.0
@@ -189,9 +198,64 @@ def test_td_target_draws_two_random_members_of_a_larger_ensemble():
     assert torch.isclose(q, values[1]).any() and torch.isclose(q, values[2]).any()
 
 
+def _replay_generator(sac):
+    """A copy of the agent's generator, to redraw exactly what its next update draws."""
+    g = torch.Generator(device=sac.device)
+    g.set_state(sac.generator.get_state())
+    return g
+
+
+def test_actor_maximises_the_mean_over_all_critics():
+    # distinct constant members; the loss and its gradient must be those of mean_i Q_i (not the min)
+    import copy
+
+    sac = make_sac(n_critics=4, auto_alpha=False)
+    with torch.no_grad():
+        sac.critic.out.bias.copy_(torch.tensor([2.0, -1.0, 0.5, -3.0]).view(-1, 1, 1))
+    batch = make_batch(32)
+    actor, g = copy.deepcopy(sac.actor), _replay_generator(sac)
+    action, log_prob, _ = actor(batch["state"], g)
+    q_all = sac.critic(batch["state"], action)
+    expected = (sac.alpha * log_prob - q_all.mean(dim=0)).mean()
+    with_min = (sac.alpha * log_prob - q_all.min(dim=0).values).mean()
+    assert abs(expected.item() - with_min.item()) > 0.05  # the two objectives are told apart
+    actor.zero_grad()
+    expected.backward()
+    metrics = sac.update_actor_and_alpha(batch)
+    assert metrics["actor_loss"] == pytest.approx(expected.item(), abs=1e-6)
+    for mine, want in zip(sac.actor.parameters(), actor.parameters()):  # .grad: before the (unclipped) step
+        torch.testing.assert_close(mine.grad, want.grad, atol=1e-7, rtol=1e-5)
+
+
+def test_critic_view_feeds_critic_update_td_target_and_actor_loss():
+    # the action residual's view: state = [emb (2), base (3)], critic scores (emb, base + 0.1 * da)
+    def view(state, action):
+        return state[:, :2], state[:, 2:] + 0.1 * action
+
+    sac = SAC(2 + A, A, "cpu", gamma=0.99 ** 4, actor_hidden=(32, 32), critic_hidden=(32, 32), critic_view=view)
+    assert (sac.critic_state_dim, sac.critic_action_dim) == (2, A)
+    assert sac.critic.hidden[0].weight.shape[1] == 2 + A  # the critics are built on the view's sizes
+    batch = make_batch(32, state_dim=2 + A)
+    # TD target: min over n_target_min random target members of Q'(view(s', a'))
+    g = _replay_generator(sac)
+    next_action, _, _ = sac.actor(batch["next_state"], g)
+    q_next = sac.critic_target(*view(batch["next_state"], next_action))
+    members = torch.randperm(q_next.shape[0], generator=g)[: sac.n_target_min]
+    want = batch["reward"] + sac.gamma * (1 - batch["terminal"]) * q_next[members].min(0).values
+    torch.testing.assert_close(sac.compute_td_target(batch), want)
+    # critic regression on Q(view(s, a))
+    q = sac.critic(*view(batch["state"], batch["action"])).detach()
+    assert sac.update_critic(batch)["q_mean"] == pytest.approx(q.mean().item(), abs=1e-6)
+    # actor loss on Q(view(s, pi(s)))
+    g = _replay_generator(sac)
+    action, log_prob, _ = sac.actor(batch["state"], g)
+    want = (sac.alpha * log_prob - sac.critic(*view(batch["state"], action)).mean(0)).mean()
+    assert sac.update_actor_and_alpha(batch)["actor_loss"] == pytest.approx(want.item(), abs=1e-6)
+
+
 def test_alpha_moves_toward_target_entropy():
     batch = make_batch()
-    low = make_sac()  # init std 0.1: entropy ~ -0.9 per dim, below the target -0.5 per dim
+    low = make_sac()  # init std ~0.02: entropy ~ -2.6 per dim, below the target -0.5 per dim
     m = low.update_actor_and_alpha(batch)
     assert m["entropy"] < low.target_entropy and m["alpha"] > 0.01
     high = make_sac(target_entropy=-30.0)

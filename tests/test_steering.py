@@ -100,10 +100,61 @@ def test_action_residual_adds_scaled_residual_in_normalized_space(base):
     torch.testing.assert_close(moved, 0.1 * da.view(8, policy.n_action_steps, policy.action_dim), atol=1e-5, rtol=1e-4)
 
 
+def test_action_residual_warmup_is_random_and_executed(base):
+    policy, cfg = base
+    steering = S.ActionResidualSteering(policy, alpha_res=0.1)
+    warm = steering.warmup_action(4000, torch.Generator().manual_seed(0))
+    # da ~ U(-1, 1) per dimension: non-zero, bounded, mean 0, variance 1/3; reproducible from a generator
+    assert warm.shape == (4000, steering.action_dim) and (warm != 0).all() and warm.abs().max() <= 1
+    assert abs(warm.mean().item()) < 0.01 and abs(warm.var().item() - 1 / 3) < 0.01
+    torch.testing.assert_close(warm, steering.warmup_action(4000, torch.Generator().manual_seed(0)))
+    enc = steering.encode(dataset_obs(cfg))
+    moved = policy.normalizer["action"].normalize(steering.act(enc, warm[:8])) - enc.parts["base"]
+    torch.testing.assert_close(moved, 0.1 * warm[:8].view(8, policy.n_action_steps, policy.action_dim),
+                               atol=1e-5, rtol=1e-4)
+    # the base-only evaluation still runs the base chunk
+    assert torch.equal(steering.base_action(8), torch.zeros(8, steering.action_dim))
+
+
+def test_action_residual_critic_scores_the_executed_chunk(base):
+    from zprl.rl.sac import SAC
+
+    policy, cfg = base
+    steering = S.ActionResidualSteering(policy, alpha_res=0.1)
+    sac = SAC(steering.state_dim, steering.action_dim, "cpu", gamma=0.96, critic_hidden=(32, 32),
+              actor_hidden=(32, 32), critic_view=steering.critic_input)
+    assert (sac.critic_state_dim, sac.critic_action_dim) == (policy.obs_dim, steering.action_dim)
+    enc = steering.encode(dataset_obs(cfg))
+    da = torch.rand(8, steering.action_dim) * 2 - 1
+    executed = policy.normalizer["action"].normalize(steering.act(enc, da)).flatten(1)
+    emb = policy.encode_obs(dataset_obs(cfg))
+    torch.testing.assert_close(sac.critic(*steering.critic_input(enc.state, da)), sac.critic(emb, executed),
+                               atol=1e-5, rtol=1e-4)
+    # (base, da) and (base + 0.1 * da, 0) execute the same chunk, so they get the same value
+    moved = torch.cat([emb, executed], dim=-1)
+    torch.testing.assert_close(sac.critic(*steering.critic_input(moved, torch.zeros_like(da))),
+                               sac.critic(*steering.critic_input(enc.state, da)), atol=1e-5, rtol=1e-4)
+
+
+def test_actor_log_std_range_per_interface_sets_the_initial_std(base):
+    from zprl.rl.sac import TanhGaussianActor
+
+    policy, cfg = base
+    for name, cls in INTERFACES.items():
+        steering = cls(policy)
+        want = 1.0 if name == "noise" else math.exp(-4.0)  # noise [-2, 2]: std ~1; else [-10, 2]: ~0.018
+        assert steering.actor_log_std_range == ((-2.0, 2.0) if name == "noise" else (-10.0, 2.0))
+        actor = TanhGaussianActor(steering.state_dim, steering.action_dim, (64, 64), *steering.actor_log_std_range)
+        _, log_std = actor.distribution_params(steering.encode(dataset_obs(cfg)).state)
+        torch.testing.assert_close(log_std.exp(), torch.full_like(log_std, want), atol=0, rtol=0.05)
+
+
 def test_action_residual_progressive_exploration(base):
     steering = S.ActionResidualSteering(base[0], progressive_steps=1000)
     gen = torch.Generator().manual_seed(0)
     da = torch.rand(20000, steering.action_dim) * 2 - 1
+    # explore takes steps since the END of warm-up: probability 0 right there, 1 after H more
+    assert steering.residual_probability(0) == 0.0 and steering.residual_probability(1000) == 1.0
     assert steering.explore(da, 0, gen).abs().sum() == 0
     assert steering.explore(da, 1000, gen) is da and steering.explore(da, 5000, gen) is da
     out = steering.explore(da, 250, gen)
@@ -116,7 +167,7 @@ def test_action_residual_progressive_exploration(base):
 def test_noise_steering_is_bounded_and_warmup_is_clipped_gaussian(base):
     policy, cfg = base
     steering = S.NoiseSteering(policy)
-    enc = steering.encode(dataset_obs(cfg))
+    enc = steering.encode(dataset_obs(cfg), deterministic=True)  # evaluation: the base conditioned as deployed
     shape = (8, policy.horizon, policy.action_dim)
     rl = torch.rand(8, steering.action_dim) * 2 - 1
     want = policy.sample_action_chunk(enc.parts["cond"], noise=1.5 * rl.view(shape))["action"]
@@ -130,6 +181,83 @@ def test_noise_steering_is_bounded_and_warmup_is_clipped_gaussian(base):
     assert abs(clipped - math.erfc(1.5 / math.sqrt(2))) < 0.005  # P(|N(0,1)| > 1.5) = 0.1336
     inside = warm[warm.abs() < 1.0] * 1.5
     assert abs(inside.std().item() - 0.74) < 0.02  # sd of N(0,1) truncated to +-1.5
+
+
+def test_noise_collects_from_the_posterior_sample_and_evaluates_from_mu(base):
+    policy, cfg = base
+    steering = S.NoiseSteering(policy)
+    obs = dataset_obs(cfg)
+    mu, logvar = policy.vib_posterior(policy.encode_obs(obs))
+    assert logvar.exp().sqrt().mean() > 0.1  # the posterior is not a point, so the two differ
+    evaluated = steering.encode(obs, deterministic=True)
+    torch.testing.assert_close(evaluated.parts["cond"], policy.decode_latent(mu))
+    collected = seeded(lambda: steering.encode(obs))
+    sample = seeded(lambda: mu + torch.randn_like(mu) * torch.exp(0.5 * logvar))
+    torch.testing.assert_close(collected.parts["cond"], policy.decode_latent(sample))
+    assert (collected.parts["cond"] - evaluated.parts["cond"]).abs().max() > 1e-3
+    # and so the executed chunk: same noise, different condition
+    rl = torch.rand(8, steering.action_dim) * 2 - 1
+    assert (steering.act(collected, rl) - steering.act(evaluated, rl)).abs().max() > 1e-4
+    # the base-only action is the base sampler's own unclipped N(0, I) noise
+    start = steering.base_action(4000, torch.Generator().manual_seed(0)) * 1.5
+    assert start.abs().max() > 1.5 and abs(start.std().item() - 1.0) < 0.01
+
+
+def test_latent_diagnostics_log_cond_delta_rms(base):
+    policy, cfg = base
+    steering = S.LatentSteering(policy, res_scale=0.3)
+    obs = dataset_obs(cfg)
+    enc = steering.encode(obs)
+    dz = torch.rand(8, policy.vib_latent_dim) * 2 - 1
+    got = steering.diagnostics(enc, dz)
+    emb = policy.encode_obs(obs)
+    cond = policy.decode_latent(enc.parts["z"] + 0.3 * dz)
+    assert got["cond_delta_rms"] == pytest.approx((cond - emb).pow(2).mean().sqrt().item(), rel=1e-5)
+    assert got["rms_z"] == pytest.approx(enc.parts["z"].pow(2).mean().sqrt().item(), rel=1e-5)
+    assert got["rms_scaled_dz"] == pytest.approx((0.3 * dz).pow(2).mean().sqrt().item(), rel=1e-5)
+    torch.testing.assert_close(enc.parts["emb"], emb)
+
+
+@pytest.mark.parametrize("name", INTERFACES)
+def test_encoder_mode_train_while_collecting_eval_at_evaluation(base, name):
+    # the obs encoder runs in train mode (random crop) for deterministic=False, eval mode otherwise,
+    # and everything is back in eval mode afterwards
+    policy, cfg = base
+    steering = INTERFACES[name](policy)
+    modes = []
+    hook = policy.obs_encoder.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    try:
+        steering.encode(dataset_obs(cfg))
+        steering.encode(dataset_obs(cfg), deterministic=True)
+    finally:
+        hook.remove()
+    assert modes == [True, False]
+    assert not any(m.training for m in policy.modules())
+
+
+def test_image_crop_random_while_collecting_centered_at_evaluation():
+    from zprl.model.normalizer import LinearNormalizer
+    from zprl.model.obs_encoder import MultiImageObsEncoder
+    from zprl.policy.flow_vib import FlowMatchVIBUnetImagePolicy
+
+    meta = {"obs": {"agentview_image": {"shape": [3, 20, 20], "type": "rgb"},
+                    "robot0_eef_pos": {"shape": [3], "type": "low_dim"}}, "action": {"shape": [4]}}
+    torch.manual_seed(0)
+    enc = MultiImageObsEncoder(meta, crop_shape=(16, 16), feature_dim=8)
+    policy = FlowMatchVIBUnetImagePolicy(meta, enc, down_dims=(16, 32), diffusion_step_embed_dim=16,
+                                         vib_latent_dim=4)
+    normalizer = LinearNormalizer()
+    normalizer.fit({"action": torch.randn(100, 4), "robot0_eef_pos": torch.randn(100, 3)})
+    policy.set_normalizer(normalizer)
+    steering = S.LatentSteering(policy)
+    obs = {"agentview_image": torch.rand(4, 1, 3, 20, 20), "robot0_eef_pos": torch.randn(4, 1, 3)}
+    centered = steering.encode(obs, deterministic=True).parts["emb"]
+    torch.testing.assert_close(steering.encode(obs, deterministic=True).parts["emb"], centered)
+    policy.obs_encoder.eval()
+    torch.testing.assert_close(policy.encode_obs(obs), centered)  # the center crop
+    cropped = [seeded(lambda: steering.encode(obs).parts["emb"], seed=s) for s in (0, 1)]
+    assert (cropped[0] - centered).abs().max() > 1e-4 and (cropped[0] - cropped[1]).abs().max() > 1e-4
+    assert not any(m.training for m in policy.modules())
 
 
 def test_embedding_residual_conditions_the_unet_directly(base):
@@ -189,18 +317,36 @@ TINY_RUN = ["training.device=cpu", "logging.mode=disabled", "online_task.n_envs=
             "training.total_agent_steps=48", "training.warmup_agent_steps=16", "training.training_freq=8",
             "training.batch_size=16", "training.buffer_size=1000", "training.eval_every=48",
             "training.checkpoint_every=48", "training.log_every=8"]
-RUN_OVERRIDES = {"zprl": ["steering.res_scale=auto"], "action_residual": ["steering.progressive_steps=32"],
+RUN_OVERRIDES = {"zprl": ["steering.res_scale=auto"], "action_residual": ["steering.progressive_steps=16"],
                  "noise": [], "embedding_residual": []}
 
 
 def run_online(base_ckpt, name, out_dir):
+    """The run's logged records, and the workspace (its buffer, SAC and steering) after it.
+
+    Also checks, transition by transition, that the stored action is the one just executed.
+    """
     from zprl.workspace.online import OnlineWorkspace
 
     cfg = compose_cfg("train_online_vib_robomimic_workspace", [
         "online_task=lift_lowdim_abs", f"online_task.base_ckpt={base_ckpt}", f"steering={name}",
         *TINY_RUN, *RUN_OVERRIDES[name]])
-    OnlineWorkspace(cfg, output_dir=out_dir).run()
-    return read_json_lines(os.path.join(out_dir, "logs.json.txt"))
+    workspace = OnlineWorkspace(cfg, output_dir=out_dir)
+    executed, act, add = [], workspace.steering.act, workspace.buffer.add
+
+    def act_spy(enc, rl_action):
+        executed.append(rl_action.clone())
+        return act(enc, rl_action)
+
+    def add_spy(state, action, *args, **kwargs):
+        # the loop acts, steps, then stores: the last act() call is this transition's
+        assert torch.equal(action, executed[-1]), "the stored action differs from the executed one"
+        executed.append(None)  # an evaluation's act() calls may follow; none may be mistaken for the next
+        return add(state, action, *args, **kwargs)
+
+    workspace.steering.act, workspace.buffer.add = act_spy, add_spy
+    workspace.run()
+    return read_json_lines(os.path.join(out_dir, "logs.json.txt")), workspace
 
 
 @pytest.mark.parametrize("name", INTERFACES)  # every interface trains on real robosuite in the default suite (~15 s each)
@@ -208,7 +354,7 @@ def test_online_run_and_eval_sum_rebuild(base_ckpt, name, tmp_path):
     import eval_sum
     from zprl.policy.steered import load_steered_policy
 
-    records = run_online(base_ckpt, name, str(tmp_path / "run"))
+    records, workspace = run_online(base_ckpt, name, str(tmp_path / "run"))
     evals = [r for r in records if "eval/success_rate" in r]
     assert [r["eval/base_only"] for r in evals] == [1, 0] and [r["env_steps"] for r in evals] == [0, 48 * 4]
     train = [r for r in records if "train/warmup" in r]
@@ -226,9 +372,19 @@ def test_online_run_and_eval_sum_rebuild(base_ckpt, name, tmp_path):
         (cal,) = [r for r in records if "steering/res_scale" in r]
         assert state["steering"]["res_scale"] == pytest.approx(cal["steering/res_scale"]) and cal["env_steps"] == 0
         assert [r for r in train if "rms_ratio" in r][-1]["rms_ratio"] > 0
+        assert [r for r in train if "cond_delta_rms" in r][-1]["cond_delta_rms"] > 0
+    # the SAC the workspace built: the interface's log-std range (sac.log_std_min/max null) and view
+    assert (workspace.sac.actor.log_std_min, workspace.sac.actor.log_std_max) == INTERFACES[name].actor_log_std_range
+    assert workspace.sac.critic_view == workspace.steering.critic_input
+    stored = workspace.buffer.data["action"][:48].view(24, 2, -1)  # (agent step / 2 envs, env, action)
     if name == "action_residual":
-        assert state["steering"]["progressive_steps"] == 32
-        assert train[-1]["residual_used"] == 1.0  # past H every env uses its residual
+        assert state["steering"]["progressive_steps"] == 16
+        assert workspace.sac.critic_action_dim == workspace.steering.action_dim
+        assert workspace.sac.critic_state_dim == workspace.steering.emb_dim
+        assert (stored[:8] != 0).all()  # warm-up (agent steps 0-15): random residuals, stored
+        assert (stored[8] == 0).all()   # agent step 16, the end of warm-up: residual probability 0
+        assert (stored[16:].abs().amax(-1) > 0).all()  # 16 agent steps later: probability 1
+        assert train[-1]["residual_used"] == 1.0
     for key, value in state["sac"]["actor"].items():
         torch.testing.assert_close(policy.actor.state_dict()[key], value)
 

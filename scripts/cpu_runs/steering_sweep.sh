@@ -31,7 +31,7 @@ run() {  # run NAME EXTRA_OVERRIDES...: one interface over the three seeds
 # noise: the actor's initial std is 1 so that, as in warm-up, the first learned noises spread like N(0, I)
 # instead of collapsing to ~0 (init_std 0.1 suits the residual interfaces, where 0 is the base).
 lane_a() { run zprl steering=zprl && run action_residual steering=action_residual steering.progressive_steps=2000; }
-lane_b() { run noise steering=noise sac.init_std=1.0 && run embedding_residual steering=embedding_residual; }
+lane_b() { run noise steering=noise && run embedding_residual steering=embedding_residual; }
 case $LANE in
   a) lane_a; exit ;;
   b) lane_b; exit ;;

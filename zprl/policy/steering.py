@@ -1,14 +1,20 @@
 """Steering interfaces: how an RL action changes what the frozen base policy does.
 
-SAC only sees ``state_dim``, ``action_dim`` and tensors; each interface says
+SAC only sees ``state_dim``, ``action_dim``, tensors and two hooks; each interface says
 - ``encode(obs, deterministic)``: run the frozen encoder (+ VIB) once per observation and return
   the RL state plus what ``act`` needs later (this is the next-observation pre-encoding: the
-  replay buffer stores these states, never images);
+  replay buffer stores these states, never images). ``deterministic=False`` while collecting
+  (image crop random, posterior sample where the interface uses one), True at evaluation;
 - ``act(encoded, rl_action)``: the env action chunk (B, n_action_steps, Da) from the base policy
   steered by ``rl_action`` in [-1, 1]^action_dim;
-- ``warmup_action(B)``: the RL action used before learning starts (the unsteered base policy);
-- ``explore(rl_action, agent_steps)``: what becomes of SAC's sampled action while collecting
+- ``base_action(B)``: the RL action that runs the unsteered base policy (base-only evaluation);
+- ``warmup_action(B)``: the RL action executed and stored before learning starts (the base, or
+  random residuals / noise where the original baseline explores during warm-up);
+- ``explore(rl_action, steps_since_warmup)``: what becomes of SAC's sampled action while collecting
   (identity except for progressive exploration); the returned action is executed AND stored;
+- ``critic_input(state, rl_action)``: what the critics score (SAC's ``critic_view``; identity
+  except for the action residual, whose critic scores the executed chunk);
+- ``actor_log_std_range``: the SAC actor's log-std range (its middle is the initial log-std);
 - ``prepare(base_cfg)``: one-time setup before training (e.g. ``res_scale=auto``).
 
 The interfaces (config group ``steering``; see docs/steering.md):
@@ -44,6 +50,9 @@ class Steering:
     """Base class: holds the frozen policy (never trained here)."""
 
     name = "base"
+    # The authors' actor: log-std in [-10, 2]; its zero output, the middle, is log-std -4 (std ~0.02),
+    # so the first learned actions stay near action 0, which is the base policy.
+    actor_log_std_range: tuple[float, float] = (-10.0, 2.0)
 
     def __init__(self, policy):
         self.policy = policy.eval()
@@ -72,11 +81,37 @@ class Steering:
     def act(self, enc: Encoded, rl_action: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def warmup_action(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def base_action(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The RL action that runs the unsteered base policy (action 0 for the residual interfaces)."""
         return torch.zeros(batch_size, self.action_dim, device=self.device)
 
-    def explore(self, rl_action: torch.Tensor, agent_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def warmup_action(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The RL action executed and stored during warm-up: the base policy unless overridden."""
+        return self.base_action(batch_size, generator)
+
+    def explore(self, rl_action: torch.Tensor, steps_since_warmup: int,
+                generator: torch.Generator | None = None) -> torch.Tensor:
         return rl_action
+
+    def critic_input(self, state: torch.Tensor, rl_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What SAC's critics score for (state, rl_action); differentiable in rl_action."""
+        return state, rl_action
+
+    def encode_obs(self, obs: dict, deterministic: bool) -> torch.Tensor:
+        """obs_emb from the frozen encoder, its image crop random (train mode) while collecting
+        and centered (eval mode) at evaluation, as the authors run it.
+
+        Only the obs encoder's mode changes, and only for this call: the rest of the frozen policy
+        stays in eval mode. The image encoders use GroupNorm (no running statistics), so the
+        mode switches nothing but the crop; the low-dim encoder has no mode-dependent layer.
+        """
+        encoder = self.policy.obs_encoder
+        was_training = encoder.training
+        encoder.train(not deterministic)
+        try:
+            return self.policy.encode_obs(obs)
+        finally:
+            encoder.train(was_training)
 
     def prepare(self, base_cfg) -> dict:
         """One-time setup before training; returns values worth logging."""
@@ -100,12 +135,14 @@ class Steering:
                 setattr(self, key, value)
 
     # -- the unsteered base, shared by every interface that does not steer the latent ----------
-    def base_condition(self, emb: torch.Tensor) -> torch.Tensor:
-        """The U-Net condition the deployed base policy uses: the decoded posterior mean with a
-        VIB (the policy acts through the decoder), the embedding itself without one."""
+    def base_condition(self, emb: torch.Tensor, posterior_sample: bool = False) -> torch.Tensor:
+        """The U-Net condition of the base policy: with a VIB the policy acts through the decoder,
+        VIBDecoder(mu) as deployed (or VIBDecoder(mu + sigma * eps) with ``posterior_sample``);
+        without one, the embedding itself."""
         if getattr(self.policy, "use_vib", False):
-            mu, _ = self.policy.vib_posterior(emb)
-            return self.policy.decode_latent(mu)
+            mu, logvar = self.policy.vib_posterior(emb)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if posterior_sample else mu
+            return self.policy.decode_latent(z)
         return emb
 
 
@@ -150,10 +187,10 @@ class LatentSteering(Steering):
 
     @torch.no_grad()
     def encode(self, obs: dict, deterministic: bool = False) -> Encoded:
-        emb = self.policy.encode_obs(obs)
+        emb = self.encode_obs(obs, deterministic)
         mu, logvar = self.policy.vib_posterior(emb)
         z = mu if deterministic else mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return Encoded(torch.cat([emb, z], dim=-1), {"z": z})
+        return Encoded(torch.cat([emb, z], dim=-1), {"z": z, "emb": emb})
 
     def _scale(self) -> float:
         if self.res_scale == "auto":
@@ -174,10 +211,17 @@ class LatentSteering(Steering):
                  "for dz ~ U(-1, 1))", rms_z, self.res_scale, self.calibration_target)
         return {"steering/res_scale": self.res_scale, "steering/calibration_rms_z": rms_z}
 
+    @torch.no_grad()
     def diagnostics(self, enc: Encoded, rl_action: torch.Tensor) -> dict:
+        """RMS(z), RMS(lambda*dz) and their ratio, and how far the decoded condition moves from the
+        observation's embedding, cond_delta_rms = RMS(VIBDecoder(z') - obs_emb) (the authors'
+        measure of how far out of distribution a larger lambda pushes the U-Net's condition)."""
+        scaled_dz = self._scale() * rl_action
         rms_z = rms(enc.parts["z"])
-        rms_dz = rms(self._scale() * rl_action)
-        return {"rms_z": rms_z, "rms_scaled_dz": rms_dz, "rms_ratio": rms_dz / max(rms_z, 1e-8)}
+        rms_dz = rms(scaled_dz)
+        cond = self.policy.decode_latent(enc.parts["z"] + scaled_dz)
+        return {"rms_z": rms_z, "rms_scaled_dz": rms_dz, "rms_ratio": rms_dz / max(rms_z, 1e-8),
+                "cond_delta_rms": rms(cond - enc.parts["emb"])}
 
     def extra_state(self) -> dict:
         return {"res_scale": self.res_scale}
@@ -187,10 +231,15 @@ class ActionResidualSteering(Steering):
     """Policy Decorator: a = a_base + alpha_res * da on the normalized executed chunk.
 
     da covers the executed steps only (n_action_steps x Da): the rest of the horizon never
-    reaches the env. ``encode`` samples the base chunk once; it is part of the RL state
-    [obs_emb, base chunk (normalized, flattened)] and so is stored in the buffer with it.
-    Progressive exploration: while collecting, each env uses its residual with probability
-    min(agent_steps / progressive_steps, 1) and otherwise executes (and stores) da = 0.
+    reaches the env. ``encode`` samples the base chunk once (conditioned on the decoded posterior
+    MEAN, see docs/steering.md); it is part of the RL state [obs_emb, base chunk (normalized,
+    flattened)] and so is stored in the buffer with it.
+
+    As the original: warm-up executes and stores random residuals da ~ U(-1, 1), so the critic sees
+    residual directions from the start; afterwards progressive exploration makes each env use its
+    residual with probability min(steps_since_warmup / progressive_steps, 1) (counted from the END
+    of warm-up) and otherwise execute (and store) da = 0. The critics score the EXECUTED chunk,
+    Q(obs_emb, a_base + alpha_res * da) (``critic_input``), while the actor sees [obs_emb, a_base].
     """
 
     name = "action_residual"
@@ -214,7 +263,7 @@ class ActionResidualSteering(Steering):
 
     @torch.no_grad()
     def encode(self, obs: dict, deterministic: bool = False) -> Encoded:
-        emb = self.policy.encode_obs(obs)
+        emb = self.encode_obs(obs, deterministic)
         chunk = self.policy.sample_action_chunk(self.base_condition(emb))["action"]
         base = self.policy.normalizer["action"].normalize(chunk)
         return Encoded(torch.cat([emb, base.flatten(1)], dim=-1), {"base": base})
@@ -225,13 +274,24 @@ class ActionResidualSteering(Steering):
         steered = base + self.alpha_res * rl_action.view(base.shape)
         return self.policy.normalizer["action"].unnormalize(steered)
 
-    def residual_probability(self, agent_steps: int) -> float:
+    def critic_input(self, state: torch.Tensor, rl_action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(obs_emb, a_base + alpha_res * da): the critic scores the chunk the env executed
+        (normalized, flattened), so (base, da) pairs that execute the same chunk share one value."""
+        emb, base = state[:, :self.emb_dim], state[:, self.emb_dim:]
+        return emb, base + self.alpha_res * rl_action
+
+    def warmup_action(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random residuals da ~ U(-1, 1), executed and stored (the original's warm-up)."""
+        return (torch.rand(batch_size, self.action_dim, generator=generator) * 2.0 - 1.0).to(self.device)
+
+    def residual_probability(self, steps_since_warmup: int) -> float:
         if self.progressive_steps <= 0:
             return 1.0
-        return min(agent_steps / self.progressive_steps, 1.0)
+        return min(max(steps_since_warmup, 0) / self.progressive_steps, 1.0)
 
-    def explore(self, rl_action: torch.Tensor, agent_steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        p = self.residual_probability(agent_steps)
+    def explore(self, rl_action: torch.Tensor, steps_since_warmup: int,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        p = self.residual_probability(steps_since_warmup)
         if p >= 1.0:
             return rl_action
         use = torch.rand(rl_action.shape[0], generator=generator) < p
@@ -251,10 +311,13 @@ class NoiseSteering(Steering):
 
     The whole horizon's noise (horizon x Da) is the action, as the sampler needs it all. Before
     learning, noise ~ N(0, I) clipped to +-noise_bound (returned as rl_action = noise / bound so
-    that one act() path serves both). The base is conditioned as deployed (decoded posterior mean).
+    that one act() path serves both). As the original: the actor's log-std range is [-2, 2], so it
+    starts at std ~1, spread like the warm-up's noise; the U-Net's condition is decoded from the
+    posterior SAMPLE z while collecting (as ZPRL collects) and from mu at evaluation.
     """
 
     name = "noise"
+    actor_log_std_range = (-2.0, 2.0)
 
     def __init__(self, policy, noise_bound: float = 1.5):
         super().__init__(policy)
@@ -274,15 +337,20 @@ class NoiseSteering(Steering):
 
     @torch.no_grad()
     def encode(self, obs: dict, deterministic: bool = False) -> Encoded:
-        emb = self.policy.encode_obs(obs)
-        return Encoded(emb, {"cond": self.base_condition(emb)})
+        emb = self.encode_obs(obs, deterministic)
+        return Encoded(emb, {"cond": self.base_condition(emb, posterior_sample=not deterministic)})
 
     @torch.no_grad()
     def act(self, enc: Encoded, rl_action: torch.Tensor) -> torch.Tensor:
         noise = self.noise_bound * rl_action.view(-1, *self.noise_shape)
         return self.policy.sample_action_chunk(enc.parts["cond"], noise=noise.to(enc.parts["cond"]))["action"]
 
+    def base_action(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """noise ~ N(0, I), unclipped: exactly the base sampler's own start (act() does not clip)."""
+        return (torch.randn(batch_size, self.action_dim, generator=generator) / self.noise_bound).to(self.device)
+
     def warmup_action(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """noise ~ N(0, I) clipped to +-noise_bound: inside the actor's range, so it can be stored."""
         noise = torch.randn(batch_size, self.action_dim, generator=generator)
         return (noise.clamp(-self.noise_bound, self.noise_bound) / self.noise_bound).to(self.device)
 
@@ -316,7 +384,7 @@ class EmbeddingResidualSteering(Steering):
 
     @torch.no_grad()
     def encode(self, obs: dict, deterministic: bool = False) -> Encoded:
-        emb = self.policy.encode_obs(obs)
+        emb = self.encode_obs(obs, deterministic)
         return Encoded(emb, {"emb": emb})
 
     @torch.no_grad()

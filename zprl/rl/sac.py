@@ -8,6 +8,10 @@ its parts, public so each can be run and checked on its own.
 Batches are dicts of tensors on the training device:
 ``state (B, S)``, ``action (B, A)``, ``reward (B,)``, ``next_state (B, S)``,
 ``terminal (B,)`` (1 = do not bootstrap: success or time-out).
+
+The critics may score a different view of (state, action) than the actor sees: ``critic_view``
+(from the steering interface, e.g. the action residual's executed chunk a_base + alpha * da) maps
+a stored (state, action) to the critic's (state, action). SAC itself never knows the interface.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import contextmanager
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,33 +37,28 @@ def _mlp(in_dim: int, hidden: Sequence[int]) -> nn.Sequential:
 class TanhGaussianActor(nn.Module):
     """s -> a = tanh(u), u ~ N(mean(s), std(s)^2).
 
-    Heads start near zero (weights U(-1e-3, 1e-3)) and the log-std bias makes the initial std
-    ``init_std`` (0.1 by default) everywhere: the first steered actions stay close to the base
-    policy (dz ~ 0). The default target entropy (-action_dim / 2) corresponds to an std of about
-    0.15 per dimension, so 0.1 starts just below it: alpha rises gently at first instead of
-    having to fall from a noisy start.
-
-    The log-std is bounded softly, log_std_min + (max - min) * (tanh(x) + 1) / 2, so the
-    bound never cuts the gradient the way a hard clamp does.
+    As the authors initialise it: the mean and log-std heads are orthogonal with gain 0.01 and zero
+    bias, so both heads start out near zero. The log-std is bounded softly,
+    log_std_min + (max - min) * (tanh(x) + 1) / 2 (so the bound never cuts the gradient the way a
+    hard clamp does), and a zero head output sits in the middle of the range: log-std -4
+    (std ~0.02) for the default [-10, 2], i.e. the first steered actions stay close to action 0;
+    log-std 0 (std 1) for noise steering's [-2, 2], where the actor should start as spread as
+    the warm-up's N(0, I) noise. The range is the steering interface's (``actor_log_std_range``).
     """
 
     def __init__(self, state_dim: int, action_dim: int, hidden: Sequence[int] = (256, 256, 256),
-                 log_std_min: float = -10.0, log_std_max: float = 2.0, init_std: float = 0.1):
+                 log_std_min: float = -10.0, log_std_max: float = 2.0):
         super().__init__()
-        if not log_std_min < math.log(init_std) < log_std_max:
-            raise ValueError(f"init_std={init_std} lies outside exp([{log_std_min}, {log_std_max}])")
+        if not log_std_min < log_std_max:
+            raise ValueError(f"log_std_min={log_std_min} must be below log_std_max={log_std_max}")
         self.action_dim = action_dim
-        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
         self.trunk = _mlp(state_dim, hidden)
         self.mean = nn.Linear(hidden[-1], action_dim)
         self.log_std = nn.Linear(hidden[-1], action_dim)
-        with torch.no_grad():
-            for head in (self.mean, self.log_std):
-                head.weight.uniform_(-1e-3, 1e-3)
-                head.bias.zero_()
-            # invert the soft bound so that the head's zero output maps to log(init_std)
-            unit = (math.log(init_std) - log_std_min) / (log_std_max - log_std_min)
-            self.log_std.bias.fill_(math.atanh(2.0 * unit - 1.0))
+        for head in (self.mean, self.log_std):
+            nn.init.orthogonal_(head.weight, gain=0.01)
+            nn.init.zeros_(head.bias)
 
     def distribution_params(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of the pre-tanh Gaussian."""
@@ -124,6 +123,13 @@ class CriticEnsemble(nn.Module):
         return torch.sigmoid(self.out(x).squeeze(-1))
 
 
+CriticView = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+def _identity_view(state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return state, action
+
+
 @contextmanager
 def _no_param_grads(module: nn.Module):
     """Let gradients flow through ``module`` to its inputs without computing them for its weights."""
@@ -146,6 +152,12 @@ class SAC:
     (the target members, the actor's noise), so a run restored from ``state_dict`` repeats the
     original update for update. Collection noise comes from the global RNG unless a generator
     on the state's device is passed to ``act``.
+
+    ``log_std_min``/``log_std_max``: the actor's log-std range (its zero output is the middle).
+    ``critic_view(state, action) -> (critic_state, critic_action)``: what the critics score for a
+    stored transition, applied alike in the critic regression, the TD target (to the next state
+    and the actor's next action) and the actor loss, so it must be differentiable in ``action``.
+    The critics are built on the view's sizes. Identity by default.
     """
 
     def __init__(self, state_dim: int, action_dim: int, device, gamma: float,
@@ -154,7 +166,8 @@ class SAC:
                  n_critics: int = 2, n_target_min: int = 2, actor_update_every: int = 2,
                  grad_clip: float = 50.0, backup_entropy: bool = False, auto_alpha: bool = True,
                  actor_hidden: Sequence[int] = (256, 256, 256),
-                 critic_hidden: Sequence[int] = (256, 256, 256), init_std: float = 0.1, seed: int = 0):
+                 critic_hidden: Sequence[int] = (256, 256, 256), log_std_min: float = -10.0,
+                 log_std_max: float = 2.0, critic_view: CriticView | None = None, seed: int = 0):
         if not 1 <= n_target_min <= n_critics:
             raise ValueError(f"n_target_min={n_target_min} must lie in [1, n_critics={n_critics}]")
         self.device = torch.device(device)
@@ -164,8 +177,16 @@ class SAC:
         self.backup_entropy, self.auto_alpha = backup_entropy, auto_alpha
         self.target_entropy = -action_dim / 2.0 if target_entropy is None else float(target_entropy)
 
-        self.actor = TanhGaussianActor(state_dim, action_dim, actor_hidden, init_std=init_std).to(self.device)
-        self.critic = CriticEnsemble(state_dim, action_dim, n_critics, critic_hidden).to(self.device)
+        self.critic_view = critic_view or _identity_view
+        # the critic's input sizes are whatever the view makes of a stored (state, action)
+        with torch.no_grad():
+            view_state, view_action = self.critic_view(torch.zeros(1, state_dim, device=self.device),
+                                                       torch.zeros(1, action_dim, device=self.device))
+        self.critic_state_dim, self.critic_action_dim = view_state.shape[-1], view_action.shape[-1]
+
+        self.actor = TanhGaussianActor(state_dim, action_dim, actor_hidden, log_std_min, log_std_max).to(self.device)
+        self.critic = CriticEnsemble(self.critic_state_dim, self.critic_action_dim, n_critics,
+                                     critic_hidden).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(alpha_init), device=self.device, requires_grad=True)
 
@@ -200,7 +221,7 @@ class SAC:
     def compute_td_target(self, batch: dict) -> torch.Tensor:
         """y = r + gamma * (1 - terminal) * min over n_target_min random target members of Q'(s', a')."""
         next_action, next_log_prob, _ = self.actor(batch["next_state"], self.generator)
-        q_next = self.critic_target(batch["next_state"], next_action)
+        q_next = self.critic_target(*self.critic_view(batch["next_state"], next_action))
         members = torch.randperm(q_next.shape[0], generator=self.generator, device=self.device)
         q_next = q_next[members[: self.n_target_min]].min(dim=0).values
         if self.backup_entropy:
@@ -209,7 +230,7 @@ class SAC:
 
     def update_critic(self, batch: dict) -> dict:
         target = self.compute_td_target(batch)
-        q = self.critic(batch["state"], batch["action"])
+        q = self.critic(*self.critic_view(batch["state"], batch["action"]))
         # each member regresses on the shared target; summing keeps per-member gradients unscaled
         loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(dim=1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
@@ -225,13 +246,14 @@ class SAC:
         })
 
     def update_actor_and_alpha(self, batch: dict) -> dict:
-        """Actor step on alpha*log pi - mean_i Q_i(s, pi(s)), then the temperature step.
+        """Actor step on alpha*log pi - mean_i Q_i(s, pi(s)) (the MEAN over all members, as the
+        authors: the min is kept for the TD target), then the temperature step.
 
         Touches neither the critics nor their targets (their weights get no gradient here).
         """
         action, log_prob, _ = self.actor(batch["state"], self.generator)
         with _no_param_grads(self.critic):
-            q = self.critic(batch["state"], action).mean(dim=0)
+            q = self.critic(*self.critic_view(batch["state"], action)).mean(dim=0)
         actor_loss = (self.alpha * log_prob - q).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
@@ -268,6 +290,7 @@ class SAC:
     def state_dict(self) -> dict:
         return {
             "dims": {"state_dim": self.state_dim, "action_dim": self.action_dim,
+                     "critic_state_dim": self.critic_state_dim, "critic_action_dim": self.critic_action_dim,
                      "n_critics": self.critic.n_critics},
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
@@ -283,8 +306,11 @@ class SAC:
 
     def load_state_dict(self, state: dict) -> None:
         mine = self.state_dict()["dims"]
-        if state["dims"] != mine:
-            raise ValueError(f"SAC checkpoint has {state['dims']}, this agent was built with {mine}")
+        # checkpoints from before critic views had critics on (state, action) itself
+        theirs = {"critic_state_dim": state["dims"]["state_dim"], "critic_action_dim": state["dims"]["action_dim"],
+                  **state["dims"]}
+        if theirs != mine:
+            raise ValueError(f"SAC checkpoint has {theirs}, this agent was built with {mine}")
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])

@@ -91,13 +91,17 @@ class OnlineWorkspace(BaseWorkspace):
         self.n_action_steps = policy.n_action_steps
         self.steering = hydra.utils.instantiate(cfg.steering, policy=policy)
         s = cfg.sac
+        log_std_min, log_std_max = self.steering.actor_log_std_range  # sac.log_std_min/max null: the interface's
         self.sac = SAC(self.steering.state_dim, self.steering.action_dim, self.device,
                        gamma=chunk_gamma(s.gamma_step, self.n_action_steps), tau=s.tau, actor_lr=s.actor_lr,
                        critic_lr=s.critic_lr, alpha_lr=s.alpha_lr, alpha_init=s.alpha_init,
                        target_entropy=s.target_entropy, n_critics=s.n_critics, n_target_min=s.n_target_min,
                        actor_update_every=s.actor_update_every, grad_clip=s.grad_clip,
                        backup_entropy=s.backup_entropy, actor_hidden=tuple(s.actor_hidden),
-                       critic_hidden=tuple(s.critic_hidden), init_std=s.init_std, seed=cfg.training.seed)
+                       critic_hidden=tuple(s.critic_hidden),
+                       log_std_min=log_std_min if s.log_std_min is None else s.log_std_min,
+                       log_std_max=log_std_max if s.log_std_max is None else s.log_std_max,
+                       critic_view=self.steering.critic_input, seed=cfg.training.seed)
         self.buffer = EmbeddingReplayBuffer(cfg.training.buffer_size, self.steering.state_dim,
                                             self.steering.action_dim, device="cpu", sample_device=self.device)
         self.sample_generator = torch.Generator().manual_seed(cfg.training.seed)
@@ -204,7 +208,8 @@ class OnlineWorkspace(BaseWorkspace):
                 if warm:
                     rl_action = self.steering.warmup_action(o.n_envs)
                 else:
-                    rl_action = self.steering.explore(self.sac.act(enc.state), self.agent_steps)
+                    # progressive exploration counts from the END of warm-up (0 on the first step after it)
+                    rl_action = self.steering.explore(self.sac.act(enc.state), self.agent_steps - t.warmup_agent_steps)
                 chunk = self.steering.act(enc, rl_action)
                 if overlap:
                     # the workers simulate this chunk while this chunk's share of owed updates runs
