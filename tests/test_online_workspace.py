@@ -15,7 +15,9 @@ from zprl.common.logging import read_json_lines
 def online_overrides(base_ckpt, **extra):
     overrides = {"online_task": "lift_lowdim_abs", "online_task.base_ckpt": base_ckpt, "training.debug": "true",
                  "training.device": "cpu", "logging.mode": "disabled", "online_task.render_size": "[64,64]",
-                 "sac.actor_hidden": "[32,32]", "sac.critic_hidden": "[32,32]"}
+                 "sac.actor_hidden": "[32,32]", "sac.critic_hidden": "[32,32]",
+                 # CPU-sized SAC, as the demo runs it (the config default is the authors' 10 critics x UTD 5)
+                 "sac.n_critics": 2, "training.utd": 1}
     overrides.update({k: str(v) for k, v in extra.items()})
     return [f"{k}={v}" for k, v in overrides.items()]
 

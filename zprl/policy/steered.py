@@ -24,7 +24,7 @@ class SteeredPolicy:
     def predict_action(self, obs: dict) -> dict:
         enc = self.steering.encode(obs, deterministic=self.deterministic)
         if self.actor is None:
-            rl_action = self.steering.warmup_action(enc.state.shape[0])
+            rl_action = self.steering.base_action(enc.state.shape[0])
         else:
             rl_action = self.actor.act(enc.state, deterministic=self.deterministic)
         return {"action": self.steering.act(enc, rl_action), "rl_action": rl_action}
@@ -55,7 +55,10 @@ def load_steered_policy(ckpt_path: str, device="cpu", base_ckpt: str | None = No
     overrides = {k: v for k, v in state["steering"].items() if k != "name"}
     steering = hydra.utils.instantiate(cfg.steering, policy=policy, **overrides)
     s = cfg.sac
-    actor = TanhGaussianActor(steering.state_dim, steering.action_dim, tuple(s.actor_hidden), init_std=s.init_std)
+    lo, hi = steering.actor_log_std_range  # sac.log_std_min/max null (or absent): the interface's
+    actor = TanhGaussianActor(steering.state_dim, steering.action_dim, tuple(s.actor_hidden),
+                              lo if s.get("log_std_min") is None else s.log_std_min,
+                              hi if s.get("log_std_max") is None else s.log_std_max)
     actor.load_state_dict(state["sac"]["actor"])
     actor.to(steering.device).eval()
     return SteeredPolicy(steering, actor, deterministic=True), base_cfg, state

@@ -46,8 +46,10 @@ def apply_debug_overrides(cfg: DictConfig) -> None:
         t.batch_size, t.buffer_size = 32, 1000
         t.eval_every = t.checkpoint_every = 64
         t.log_every = 16
-        if "progressive_steps" in cfg.steering:  # action residual: reach full residual use within the run
-            cfg.steering.progressive_steps = min(cfg.steering.progressive_steps, t.total_agent_steps)
+        if "progressive_steps" in cfg.steering:  # action residual: full residual use within the run
+            # (the ramp counts from the end of warm-up)
+            cfg.steering.progressive_steps = min(cfg.steering.progressive_steps,
+                                                 t.total_agent_steps - t.warmup_agent_steps)
 
 
 def process_cpu_seconds() -> float:
@@ -248,10 +250,11 @@ class OnlineWorkspace(BaseWorkspace):
                 self.executed_env_steps += int(n_exec.sum())
                 collected += o.n_envs
                 bar.update(o.n_envs)
-                if not warm and collected >= t.training_freq:
-                    pending += int(collected * t.utd)
-                    collected = 0
-                elif warm:
+                # rounds of training_freq transitions; the warm-up's rounds owe nothing except its last,
+                # whose updates run right after it (the authors' schedule: learning starts at warm-up end)
+                if collected >= t.training_freq:
+                    if self.agent_steps >= t.warmup_agent_steps:
+                        pending += int(collected * t.utd)
                     collected = 0
                 finished = self.agent_steps >= t.total_agent_steps
                 # serial: the round runs now; overlapped: what is still owed runs before evaluations
