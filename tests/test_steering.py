@@ -71,6 +71,20 @@ def test_contract_shapes(base, name):
     assert set(steering.extra_state()) <= set(inspect.signature(INTERFACES[name]).parameters)
 
 
+def test_unsteered_residual_and_latent_run_bit_identical_base_chunks(base):
+    """Action 0 of the residual and of ZPRL is the same deployed base: the same chunk, bit for bit, for
+    the same flow noise (rounding through normalize/unnormalize once flipped held-out outcomes)."""
+    from zprl.policy.steered import SteeredPolicy
+
+    policy, cfg = base
+    obs = dataset_obs(cfg)
+    chunks = {}
+    for name in ("zprl", "action_residual"):
+        steered = SteeredPolicy(INTERFACES[name](policy), None, deterministic=True)
+        chunks[name] = seeded(lambda: steered.predict_action(obs)["action"])
+    assert torch.equal(chunks["zprl"], chunks["action_residual"])
+
+
 def test_zprl_moves_the_latent_through_the_decoder(base):
     policy, cfg = base
     steering = S.LatentSteering(policy, res_scale=0.5)
