@@ -62,6 +62,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from zprl.common.errors import UserInputError, run_cli  # noqa: E402
+from zprl.policy.steered import SteeredPolicy  # noqa: E402
 
 POSITION_THRESHOLDS_M = (0.001, 0.005)
 
@@ -340,14 +341,14 @@ class ChunkDelta:
                 **{f"frac_chunks_pos_over_{t * 1000:g}mm": self.over[t] / self.chunks for t in POSITION_THRESHOLDS_M}}
 
 
-class ChunkDeltaProbe:
+class ChunkDeltaProbe(SteeredPolicy):
     """``predict_action`` as ``SteeredPolicy`` (same encode/actor/act calls, same RNG draws), plus,
     from the same encoding, the unsteered chunk with the SAME flow noise (what steering changed)
     and the unsteered chunk with OTHER flow noise (the base's own spread, for scale); both only
     over live rows (an ended env repeats its final observation)."""
 
     def __init__(self, steering, actor, deterministic: bool = True):
-        self.steering, self.actor, self.deterministic = steering, actor, deterministic
+        super().__init__(steering, actor, deterministic)
         self.pos_dims = _position_dims(steering.policy.action_dim)
         normalizer = steering.policy.normalizer["action"] if hasattr(steering.policy, "normalizer") else None
         self.steered = ChunkDelta(normalizer, self.pos_dims)
@@ -355,14 +356,6 @@ class ChunkDeltaProbe:
         self.sq = {"rl": [0.0, 0], "perturbation": [0.0, 0], "perturbed": [0.0, 0]}
         self._prev_obs = None
         self._calls = 0
-
-    @property
-    def device(self) -> torch.device:
-        return self.steering.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.steering.policy.parameters()).dtype
 
     def _live_rows(self, obs: dict) -> torch.Tensor:
         """Rows whose observation changed since the last call: an ended env repeats its final frame."""
