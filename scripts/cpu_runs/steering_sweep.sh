@@ -27,9 +27,9 @@ run() {  # run NAME EXTRA_OVERRIDES...: one interface over the three seeds
     > "$OUT/$name.log" 2>&1
 }
 
-# action_residual: reach full residual use halfway through the run (the default H is 50,000 agent steps).
-# noise: the actor's initial std is 1 so that, as in warm-up, the first learned noises spread like N(0, I)
-# instead of collapsing to ~0 (init_std 0.1 suits the residual interfaces, where 0 is the base).
+# action_residual: reach full residual use 2,000 agent steps after warm-up, i.e. at 2,400 of 4,000 (the
+# default H is 50,000 agent steps). noise needs no override: its actor's log-std range [-2, 2] starts it
+# at std ~1, spread like the warm-up's N(0, I) noise (docs/steering.md).
 lane_a() { run zprl steering=zprl && run action_residual steering=action_residual steering.progressive_steps=2000; }
 lane_b() { run noise steering=noise && run embedding_residual steering=embedding_residual; }
 case $LANE in
