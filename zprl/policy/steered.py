@@ -55,10 +55,8 @@ def load_steered_policy(ckpt_path: str, device="cpu", base_ckpt: str | None = No
     overrides = {k: v for k, v in state["steering"].items() if k != "name"}
     steering = hydra.utils.instantiate(cfg.steering, policy=policy, **overrides)
     s = cfg.sac
-    lo, hi = steering.actor_log_std_range  # sac.log_std_min/max null (or absent): the interface's
     actor = TanhGaussianActor(steering.state_dim, steering.action_dim, tuple(s.actor_hidden),
-                              lo if s.get("log_std_min") is None else s.log_std_min,
-                              hi if s.get("log_std_max") is None else s.log_std_max)
+                              *steering.log_std_bounds(s))
     actor.load_state_dict(state["sac"]["actor"])
     actor.to(steering.device).eval()
     return SteeredPolicy(steering, actor, deterministic=True), base_cfg, state

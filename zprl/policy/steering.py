@@ -54,6 +54,12 @@ class Steering:
     # so the first learned actions stay near action 0, which is the base policy.
     actor_log_std_range: tuple[float, float] = (-10.0, 2.0)
 
+    def log_std_bounds(self, sac_cfg) -> tuple[float, float]:
+        """The actor's log-std range: ``sac.log_std_min/max`` where set, else this interface's."""
+        lo, hi = self.actor_log_std_range
+        return (lo if sac_cfg.get("log_std_min") is None else sac_cfg.log_std_min,
+                hi if sac_cfg.get("log_std_max") is None else sac_cfg.log_std_max)
+
     def __init__(self, policy):
         self.policy = policy.eval()
         for p in self.policy.parameters():

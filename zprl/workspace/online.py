@@ -93,7 +93,7 @@ class OnlineWorkspace(BaseWorkspace):
         self.n_action_steps = policy.n_action_steps
         self.steering = hydra.utils.instantiate(cfg.steering, policy=policy)
         s = cfg.sac
-        log_std_min, log_std_max = self.steering.actor_log_std_range  # sac.log_std_min/max null: the interface's
+        log_std_min, log_std_max = self.steering.log_std_bounds(s)  # sac.log_std_min/max null: the interface's
         self.sac = SAC(self.steering.state_dim, self.steering.action_dim, self.device,
                        gamma=chunk_gamma(s.gamma_step, self.n_action_steps), tau=s.tau, actor_lr=s.actor_lr,
                        critic_lr=s.critic_lr, alpha_lr=s.alpha_lr, alpha_init=s.alpha_init,
@@ -101,8 +101,7 @@ class OnlineWorkspace(BaseWorkspace):
                        actor_update_every=s.actor_update_every, grad_clip=s.grad_clip,
                        backup_entropy=s.backup_entropy, actor_hidden=tuple(s.actor_hidden),
                        critic_hidden=tuple(s.critic_hidden),
-                       log_std_min=log_std_min if s.log_std_min is None else s.log_std_min,
-                       log_std_max=log_std_max if s.log_std_max is None else s.log_std_max,
+                       log_std_min=log_std_min, log_std_max=log_std_max,
                        critic_view=self.steering.critic_input, seed=cfg.training.seed)
         self.buffer = EmbeddingReplayBuffer(cfg.training.buffer_size, self.steering.state_dim,
                                             self.steering.action_dim, device="cpu", sample_device=self.device)
