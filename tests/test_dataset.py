@@ -195,6 +195,47 @@ def test_cache_hit_invalidation_and_identical_samples(lowdim_file):
     assert changed[9]["action"][1, 0] == 42.0  # first window of episode 1: frames 0, 0, 1, 2
 
 
+def test_cache_sees_observations(lowdim_file, tmp_path):
+    """A copy of a file with the same demos but other observations must not read the old ones."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    copy = tmp_path / "copy" / "low_dim.hdf5"  # same name: both map to one cache folder
+    copy.parent.mkdir()
+    shutil.copy(lowdim_file, copy)
+    first = make(lowdim_file, cache_dir=cache)
+    assert make(str(copy), cache_dir=cache).replay.attrs["build_id"] == first.replay.attrs["build_id"]
+    with h5py.File(copy, "r+") as f:
+        for name in f["data"]:
+            f[f"data/{name}/obs/object"][...] += 0.5
+    shifted = make(str(copy), cache_dir=cache)
+    assert shifted.replay.attrs["build_id"] != first.replay.attrs["build_id"]
+    assert replay_cache.content_signature(str(copy)) == replay_cache.content_signature(lowdim_file)
+    plain = make(str(copy), use_cache=False)
+    for i in (0, len(plain) - 1):
+        assert torch.equal(shifted[i]["obs"]["object"], plain[i]["obs"]["object"])
+        assert torch.allclose(shifted[i]["obs"]["object"], first[i]["obs"]["object"] + 0.5)
+    # the stale cache of these settings is gone; a cache of other settings is kept until used
+    assert len(cache_entries(cache / "low_dim.hdf5")) == 1
+
+
+def test_image_cache_sees_sampled_frames(image_file, tmp_path):
+    import shutil
+
+    meta = image_shape_meta(("agentview_image",))
+    copy = tmp_path / "image.hdf5"
+    shutil.copy(image_file, copy)
+    before = replay_cache.obs_signature(str(copy), meta["obs"])
+    with h5py.File(copy, "r+") as f:
+        f["data/demo_0/obs/agentview_image"][-1] = 255 - f["data/demo_0/obs/agentview_image"][-1]
+    assert replay_cache.obs_signature(str(copy), meta["obs"]) != before
+    # the eye-in-hand camera is not stored with these settings, so editing it changes nothing
+    after = replay_cache.obs_signature(str(copy), meta["obs"])
+    with h5py.File(copy, "r+") as f:
+        f["data/demo_0/obs/robot0_eye_in_hand_image"][0] = 0
+    assert replay_cache.obs_signature(str(copy), meta["obs"]) == after
+
+
 def test_image_cache_matches_memory_and_dataloader_workers(image_file, tmp_path):
     meta = image_shape_meta(("agentview_image", "robot0_eye_in_hand_image"))
     cached = make(image_file, meta, cache_dir=tmp_path / "cache")

@@ -4,10 +4,16 @@ Every demo of the file is converted once (actions to the policy's rotation form,
 by shape_meta) and concatenated per key with ``episode_ends``. Which demos a run trains on
 (filter key, split, subsampling) is decided later, so those settings never invalidate the cache.
 
-Cache layout: ``<cache_dir>/<file name>.zprl_cache/<content>-<settings>.zarr`` where ``content``
-hashes the file's size and each demo's name, num_samples, actions and states (cheap to read, and
-unlike the mtime it survives copies), and ``settings`` hashes everything that changes what is
-stored (obs keys, types and shapes, abs_action, rotation_rep, layout version).
+Cache layout: ``<cache_dir>/<file name>.zprl_cache/<content>-<obs>-<settings>.zarr`` where
+- ``content`` hashes the file's size and each demo's name, num_samples, actions and states (cheap
+  to read, and unlike the mtime it survives copies);
+- ``obs`` hashes the observations the cache stores, i.e. the obs keys of these settings: low-dim
+  arrays whole, camera arrays by shape and dtype plus five frames per demo (first, quartiles, last),
+  so a hit on a 100-demo image file reads a few MB instead of every frame. An edit to camera frames
+  that touches none of those five is not seen: pass ``use_cache=false`` (or delete the cache folder)
+  after editing images in place;
+- ``settings`` hashes everything else that changes what is stored (obs keys, types and shapes,
+  abs_action, rotation_rep, layout version).
 """
 
 from __future__ import annotations
@@ -49,6 +55,34 @@ def content_signature(path: str) -> str:
                     arr = np.ascontiguousarray(g[key][()])
                     h.update(f"|{key}{arr.shape}{arr.dtype.str}".encode())
                     h.update(arr.tobytes())
+    return h.hexdigest()[:16]
+
+
+# camera frames hashed per demo, as fractions of its length (first, quartiles, last)
+RGB_SIGNATURE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def obs_signature(path: str, obs_specs: dict) -> str:
+    """Hash of the observations a cache with these obs keys stores (see the module docstring)."""
+    import h5py
+
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        data = f["data"]
+        for name in list_demos(f):
+            obs = data[name]["obs"] if "obs" in data[name] else {}
+            for key, spec in sorted(obs_specs.items()):
+                if key not in obs:  # reported by the dataset's own checks when it is read
+                    h.update(f"|{name}/{key}:missing".encode())
+                    continue
+                ds = obs[key]
+                h.update(f"|{name}/{key}{ds.shape}{ds.dtype.str}".encode())
+                if spec["type"] == "rgb" and len(ds):
+                    idx = sorted({int(round(q * (len(ds) - 1))) for q in RGB_SIGNATURE_FRACTIONS})
+                    arr = ds[idx]
+                else:
+                    arr = ds[()]
+                h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -171,15 +205,16 @@ def load_cached(path: str, obs_specs: dict, convert_action, abs_action: bool, ro
         raise UserInputError(f"cannot write the dataset cache in {cache_root}; set cache_dir to a writable folder or use_cache=false")
 
     content = content_signature(path)
+    observed = obs_signature(path, obs_specs)
     settings = settings_signature(obs_specs, abs_action, rotation_rep)
     folder = os.path.join(cache_root, os.path.basename(path) + ".zprl_cache")
-    final = os.path.join(folder, f"{content}-{settings}.zarr")
+    final = os.path.join(folder, f"{content}-{observed}-{settings}.zarr")
     os.makedirs(folder, exist_ok=True)
     with filelock.FileLock(os.path.join(folder, ".lock")):
         if not os.path.isdir(final):
             tmp = tempfile.mkdtemp(prefix=".building-", dir=folder)
             try:
-                attrs = {"format": CACHE_FORMAT, "content": content, "settings": settings,
+                attrs = {"format": CACHE_FORMAT, "content": content, "obs_signature": observed, "settings": settings,
                          "abs_action": bool(abs_action), "rotation_rep": rotation_rep,
                          "obs": {k: [v["type"], list(v["shape"])] for k, v in obs_specs.items()},
                          "source": os.path.abspath(path), "build_id": uuid.uuid4().hex}
@@ -189,9 +224,11 @@ def load_cached(path: str, obs_specs: dict, convert_action, abs_action: bool, ro
             finally:
                 if os.path.isdir(tmp):
                     shutil.rmtree(tmp, ignore_errors=True)
-            # Caches of an older version of this file can never be hit again.
+            # Caches that can never be hit again: of an older version of the file (other actions or
+            # states), or of these settings with observations the file no longer holds.
             for other in os.listdir(folder):
-                if other.endswith(".zarr") and not other.startswith(content + "-"):
+                stale = not other.startswith(content + "-") or other.endswith(f"-{settings}.zarr")
+                if other.endswith(".zarr") and stale and other != os.path.basename(final):
                     shutil.rmtree(os.path.join(folder, other), ignore_errors=True)
 
     root = zarr.open_group(final, mode="r")
