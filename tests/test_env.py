@@ -7,6 +7,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
+from zprl.common.errors import UserInputError
 from zprl.data.rotation import axis_angle_to_rot6d, matrix_to_rot6d, rot6d_to_axis_angle
 from zprl.env.robomimic_env import make_env_meta
 from zprl.env.runner import RobomimicEnvRunner
@@ -268,11 +269,21 @@ def test_async_workers_match_sync_and_surface_errors(tmp_path, env_meta, down_ro
 
 
 def test_worker_build_errors_reach_the_parent(env_meta):
+    # a person's mistake found in the worker comes back as itself: one line for train.py / eval_base.py
     bad = {**SHAPE_META, "action": {"shape": [8]}}  # fits neither 7 nor 10 per arm
     venv = make_vector_env(RolloutEnvConfig(env_meta=env_meta, shape_meta=bad, render_size=None), n_envs=1,
                            asynchronous=True)
     try:
-        with pytest.raises(WorkerError, match="shape_meta.action.shape=8") as err:
+        with pytest.raises(UserInputError, match="shape_meta.action.shape=8"):
+            venv.reset(seed=[0])
+    finally:
+        venv.close()
+    # anything else carries the worker's traceback
+    broken = {**env_meta, "env_name": "NoSuchTask"}
+    venv = make_vector_env(RolloutEnvConfig(env_meta=broken, shape_meta=SHAPE_META, render_size=None), n_envs=1,
+                           asynchronous=True)
+    try:
+        with pytest.raises(WorkerError, match="NoSuchTask") as err:
             venv.reset(seed=[0])
         assert "building the env failed in the worker" in str(err.value)
     finally:

@@ -71,8 +71,10 @@ class RobomimicEnvRunner:
         self.asynchronous = asynchronous
         self._venv = None
 
-    def _vector_env(self):
+    def _vector_env(self, device=None):
         if self._venv is None:
+            # workers render on the policy's GPU (unless MUJOCO_EGL_DEVICE_ID names one)
+            self.config.render_device = str(device) if device is not None and device.type == "cuda" else None
             self._venv = make_vector_env(self.config, self.n_envs, asynchronous=self.asynchronous,
                                          context=self.context, autoreset_mode=AutoresetMode.DISABLED)
         return self._venv
@@ -110,7 +112,7 @@ class RobomimicEnvRunner:
         return summarize(records)
 
     def _run_batch(self, policy, batch, device, dtype, bar) -> list[dict]:
-        venv = self._vector_env()
+        venv = self._vector_env(device)
         n, pad = len(batch), self.n_envs - len(batch)
         seeds = [seed for _, seed, _ in batch] + [0] * pad
         paths = [self._video_path(prefix, seed) if vis else None for prefix, seed, vis in batch] + [None] * pad

@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
+from zprl.common.errors import UserInputError, find_user_error
 from zprl.env.wrappers import (MultiStepWrapper, RobomimicGymEnv, VideoRecordingWrapper, action_space_for,
                                observation_space_for)
 
@@ -42,8 +43,12 @@ class RolloutEnvConfig:
     render_size: tuple[int, int] | None = (256, 256)
     fps: int = 10
     env_vars: dict = field(default_factory=dict)
+    render_device: str | None = None  # the policy's torch device: envs render on that GPU (render_patch)
 
     def build(self) -> gym.Env:
+        from zprl.env.render_patch import set_render_device
+
+        set_render_device(self.render_device)
         env = RobomimicGymEnv(self.env_meta, self.shape_meta, abs_action=self.abs_action, max_steps=self.max_steps,
                               render_camera=self.render_camera, render_size=self.render_size)
         if self.render_size is not None:
@@ -66,11 +71,14 @@ class _SpacesOnlyEnv(gym.Env):
 
 
 class _FailedEnv(gym.Wrapper):
-    def __init__(self, stand_in: gym.Env, trace: str):
+    def __init__(self, stand_in: gym.Env, trace: str, user_error: str | None = None):
         super().__init__(stand_in)
         self.trace = trace
+        self.user_error = user_error
 
     def reset(self, **kwargs):
+        if self.user_error is not None:  # a person's mistake (e.g. a GPU that does not exist): one line
+            raise UserInputError(self.user_error)
         raise RuntimeError(f"building the env failed in the worker:\n{self.trace}")
 
     def step(self, action):
@@ -97,10 +105,12 @@ class EnvFactory:
             torch.set_num_threads(1)
             try:
                 return self.config.build()
-            except Exception:
+            except Exception as err:
                 # gymnasium builds worker envs outside its error handling (the worker would just
                 # die); a stand-in that re-raises on reset routes the traceback to the parent.
-                return _FailedEnv(self.config.spaces_only(), traceback.format_exc())
+                user_error = find_user_error(err)
+                return _FailedEnv(self.config.spaces_only(), traceback.format_exc(),
+                                  None if user_error is None else str(user_error))
         return self.config.build()
 
 
@@ -120,6 +130,8 @@ class RolloutAsyncVectorEnv(AsyncVectorEnv):
             self.error_queue.put(item)
         try:
             super()._raise_if_errors(successes)
+        except UserInputError:
+            raise  # one line for the person; gymnasium has logged the worker's traceback
         except Exception as err:
             traces = "\n".join(f"--- worker {index} ---\n{trace}" for index, _, _, trace in failed)
             raise WorkerError(f"{type(err).__name__}: {err}\n{traces}") from err

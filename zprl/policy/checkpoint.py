@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 import zprl.common.config  # noqa: F401  (resolvers used by stored configs)
 from zprl.common.checkpoint import load_checkpoint
 from zprl.common.errors import UserInputError
+from zprl.devices import resolve_device
 
 
 def read_checkpoint(ckpt_path: str) -> dict:
@@ -35,8 +36,11 @@ def require_current_sampler(cfg, ckpt_path: str) -> None:
                              "policy.noise_scheduler); retrain the base policy with this version of train.py")
 
 
-def load_base_policy(ckpt_path: str, device="cpu", use_ema: bool = True):
-    """Returns (policy in eval mode on ``device``, the run's cfg, the checkpoint payload)."""
+def load_base_policy(ckpt_path: str, device="cpu", use_ema: bool = True, device_key: str = "device"):
+    """Returns (policy in eval mode on ``device``, the run's cfg, the checkpoint payload).
+
+    device_key names the setting in the one-line error when ``device`` does not exist here."""
+    device = resolve_device(device, device_key)
     payload = read_checkpoint(ckpt_path)
     cfg = OmegaConf.create(payload["cfg"])
     if "policy" not in cfg:
@@ -47,5 +51,5 @@ def load_base_policy(ckpt_path: str, device="cpu", use_ema: bool = True):
     state = payload["state"]
     weights = state["ema_model"] if use_ema and state.get("ema_model") is not None else state["model"]
     policy.load_state_dict(weights)
-    policy.to(torch.device(device)).eval()
+    policy.to(device).eval()
     return policy, cfg, payload
