@@ -241,6 +241,21 @@ BUILTIN_SCENE = """
 """
 
 
+def _gpu_memory_used_mib() -> float | None:
+    """Memory used on all GPUs (nvidia-smi), None without nvidia-smi; on a machine running nothing else
+    its change is what this process allocated, graphics contexts included (torch cannot see those)."""
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return float(sum(float(x) for x in out.split()))
+    except (subprocess.SubprocessError, ValueError):
+        return None
+
+
 def render_probe(args) -> None:
     """Run in a subprocess: EGL table, zprl's pick for --device, frames/s of two 84x84 cameras. Prints JSON."""
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -270,7 +285,13 @@ def render_probe(args) -> None:
     model.vis.quality.offsamples = 0  # zprl's fast render path: no MSAA (render_patch.py)
     data = mujoco.MjData(model)
     mujoco.mj_forward(model, data)
+    used_before = _gpu_memory_used_mib()
     renderer = mujoco.Renderer(model, 84, 84)
+    renderer.update_scene(data)
+    renderer.render()
+    used_after = _gpu_memory_used_mib()
+    if used_before is not None and used_after is not None:
+        out["gl_context_mib"] = used_after - used_before  # one env worker's GL context + buffers on the GPU
     from OpenGL import GL
 
     out["gl_renderer"] = (GL.glGetString(GL.GL_RENDERER) or b"").decode()
@@ -310,7 +331,8 @@ def render_row(table: Table, args) -> None:
         for d in r["egl"]:
             print(f"#   EGL {d['index']} -> {d['cuda']}  [{d['extensions']}]", flush=True)
         print(f"# zprl's pick for {args.device}: EGL {r['choice'][0]}; {r['note'] or 'no GPU asked for'}", flush=True)
-        return r["pairs_per_s"], (f"{r['scene']}, {r['ngeom']} geoms, {r['nmeshvert']:,} mesh vertices; "
+        ctx = f"; GL context +{r['gl_context_mib']:.0f} MiB GPU (nvidia-smi)" if "gl_context_mib" in r else ""
+        return r["pairs_per_s"], (f"{r['scene']}, {r['ngeom']} geoms, {r['nmeshvert']:,} mesh vertices{ctx}; "
                                   f"GL_RENDERER {r['gl_renderer']}; EGL {r['choice'][0]} of {len(r['egl'])}")
 
     setting = "two 84x84 cameras (" + ", ".join(CAMERAS) + "), no MSAA/reflections"
