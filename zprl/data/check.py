@@ -130,16 +130,18 @@ def _verdict(f: dict) -> dict:
         kind = "image" if has_images else "lowdim"
         target = f"{f['task']}_{kind}_abs" if f"{f['task']}_{kind}_abs" in f["configs"] else None
     problems, blockers = [], []
-    if f["layout"] == "robosuite":
-        problems.append("robosuite's raw demo.hdf5 layout (no env_args, no observations)")
+    raw = f["layout"] == "robosuite"
+    if raw:
+        problems.append("robosuite's raw demo.hdf5 (no env_args and no observations yet)")
     if f["env_error"]:
         blockers.append(f["env_error"])
-    elif f["env_changes"]:
+    elif f["env_changes"] and not raw:
         problems.append("env_args does not build in robosuite " + f["robosuite_here"] + " as it is")
     if f["task"] is None:
         blockers.append(f"env '{f['env_meta']['env_name']}' is not one of zprl's tasks")
     if f["no_obs"]:
-        problems.append(f"no observations in {len(f['no_obs'])} demo(s)")
+        if not raw:
+            problems.append(f"no observations in {len(f['no_obs'])} demo(s)")
     elif target and mismatch.get(target):
         problems.append(f"{target} needs: " + ", ".join(mismatch[target]))
     if not f["recorded_abs"]:
@@ -188,7 +190,8 @@ def format_report(f: dict) -> list[str]:
     made = []
     if v.get("repository"):
         made.append(f"collected with robosuite {v['repository']} (data.attrs repository_version)")
-    made.append(f"env_args env_version {v.get('env_args') or 'missing'}")
+    if f["layout"] == "robomimic":
+        made.append(f"env_args env_version {v.get('env_args') or 'missing'}")
     task = f"zprl task {f['task']}" if f["task"] else "not a zprl task"
     lines.append(f"env: {meta['env_name']} ({task}), robots {robots}; {'; '.join(made)}; installed {f['robosuite_here']}")
     lengths = list(f["num_samples"].values())
@@ -212,7 +215,7 @@ def format_report(f: dict) -> list[str]:
         env_line = "needs changes for robosuite " + f["robosuite_here"] + ": " + "; ".join(f["env_changes"])
     else:
         env_line = f"builds in robosuite {f['robosuite_here']} as it is"
-    lines.append(f"env_args: {env_line}")
+    lines.append(f"env_args{' (as convert_robosuite.py would make it)' if f['layout'] == 'robosuite' else ''}: {env_line}")
     if f["xml_demo"] is None:
         xml_line = "no model_file in any demo"
     elif f["xml_missing"] is None:
