@@ -119,3 +119,19 @@ def test_check_refuses_a_non_robomimic_file_with_one_line(tmp_path, capsys):
         f.create_group("data")
     code, _, err = run_check(empty, capsys)
     assert code == 2 and len(err) == 1 and "neither 'env_args'" in err[0]
+
+
+def test_check_accepts_robosuite_13_damping_keys_that_change_nothing(files, tmp_path, capsys):
+    """robomimic's own v0.1-era env_args spell OSC damping as damping/damping_limits (robosuite <= 1.3);
+    with damping 1 robosuite 1.4.1 builds the same controller, so only the actions need converting."""
+    old = tmp_path / "low_dim_rs13.hdf5"
+    shutil.copy(files["low_dim"], old)
+    with h5py.File(old, "a") as f:
+        meta = json.loads(f["data"].attrs["env_args"])
+        ctrl = meta["env_kwargs"]["controller_configs"]
+        ctrl["damping"], ctrl["damping_limits"] = ctrl.pop("damping_ratio"), ctrl.pop("damping_ratio_limits")
+        f["data"].attrs["env_args"] = json.dumps(meta)
+    code, lines, _ = run_check(old, capsys)
+    text = "\n".join(lines)
+    assert code == 1 and "env_args: builds as it is; port would tidy" in text
+    assert "zprl: not ready as it is: delta actions" in text and "fix: python -m zprl.data.convert_abs" in text

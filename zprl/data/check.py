@@ -17,7 +17,8 @@ import os
 import xml.etree.ElementTree as ET
 
 from zprl.common.errors import UserInputError, run_cli
-from zprl.data.port import action_kind_from_values, env_meta_for_this_version, read_actions, read_source
+from zprl.data.port import (action_kind_from_values, env_meta_for_this_version, read_actions, read_source,
+                            stored_env_args_problem)
 
 OFFLINE_CONFIG = "train_flow_match_vib_unet_image_workspace"
 
@@ -69,6 +70,23 @@ def unresolved_assets(xml: str, env_name: str) -> list[str] | None:
     return [f for f in files if not os.path.isabs(f) or not os.path.exists(f)]
 
 
+def first_model_problem(path: str, info: dict) -> str | None:
+    """Why robomimic's reset_to cannot load the first demo's model XML here, or None."""
+    import h5py
+
+    demo = info["demos"][0]
+    with h5py.File(path, "r") as f:
+        xml = f["data"][demo].attrs.get("model_file")
+    if xml is None:
+        return None
+    missing = unresolved_assets(xml.decode() if isinstance(xml, bytes) else xml, info["env_meta"]["env_name"])
+    if missing is None:
+        return f"{path}: data/{demo}'s model XML has asset paths robosuite's path fix cannot map to this install"
+    if missing:
+        return f"{path}: data/{demo}'s model XML needs {len(missing)} asset file(s) missing here (e.g. {missing[0]})"
+    return None
+
+
 def inspect_file(path: str) -> dict:
     """Facts about ``path`` (see format_report for how they read)."""
     import h5py
@@ -91,6 +109,7 @@ def inspect_file(path: str) -> dict:
         facts["env_error"] = None
     except UserInputError as err:
         facts["env_changes"], facts["env_error"] = [], str(err)
+    facts["env_problem"] = None if facts["env_error"] else stored_env_args_problem(meta)
     ctrl = (meta.get("env_kwargs", {}).get("controller_configs") or {})
     if "body_parts" in ctrl:  # robosuite 1.5's composite layout: the arm's part holds control_delta
         ctrl = next(iter(ctrl["body_parts"].values()), {})
@@ -135,8 +154,8 @@ def _verdict(f: dict) -> dict:
         problems.append("robosuite's raw demo.hdf5 (no env_args and no observations yet)")
     if f["env_error"]:
         blockers.append(f["env_error"])
-    elif f["env_changes"] and not raw:
-        problems.append("env_args does not build in robosuite " + f["robosuite_here"] + " as it is")
+    elif f["env_problem"] and not raw:
+        problems.append(f["env_problem"])
     if f["task"] is None:
         blockers.append(f"env '{f['env_meta']['env_name']}' is not one of zprl's tasks")
     if f["no_obs"]:
@@ -146,6 +165,8 @@ def _verdict(f: dict) -> dict:
         problems.append(f"{target} needs: " + ", ".join(mismatch[target]))
     if not f["recorded_abs"]:
         problems.append("delta actions")
+        if f["xml_missing"] != [] and f["xml_demo"] is not None:
+            problems.append("its model XML does not load here (converting needs it)")
     kind_expected = "absolute" if f["recorded_abs"] else "delta"
     if f["action_kind_values"] not in ("unclear", kind_expected):
         blockers.append(f"env_args says {kind_expected} actions but the values look {f['action_kind_values']}; "
@@ -157,7 +178,7 @@ def _verdict(f: dict) -> dict:
         problems.append(f"{target} needs: " + ", ".join(mismatch[target]))
 
     fix = None
-    needs_port = (f["layout"] == "robosuite" or f["env_changes"] or f["no_obs"]
+    needs_port = (f["layout"] == "robosuite" or f["env_problem"] or f["no_obs"]
                   or (target and mismatch.get(target)) or
                   (not f["recorded_abs"] and f["xml_missing"] != []))
     if problems and not blockers:
@@ -212,7 +233,8 @@ def format_report(f: dict) -> list[str]:
     if f["env_error"]:
         env_line = f"does not build here: {f['env_error']}"
     elif f["env_changes"]:
-        env_line = "needs changes for robosuite " + f["robosuite_here"] + ": " + "; ".join(f["env_changes"])
+        verdict = "needs changes" if f["env_problem"] or f["layout"] == "robosuite" else "builds as it is; port would tidy"
+        env_line = f"{verdict} for robosuite {f['robosuite_here']}: " + "; ".join(f["env_changes"])
     else:
         env_line = f"builds in robosuite {f['robosuite_here']} as it is"
     lines.append(f"env_args{' (as convert_robosuite.py would make it)' if f['layout'] == 'robosuite' else ''}: {env_line}")

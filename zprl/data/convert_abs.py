@@ -240,6 +240,16 @@ def convert_file(input, output, overwrite=False, check=True, show_progress=True,
     info = check_robomimic_file(input)
     if info["abs_action"]:
         raise UserInputError(f"{input} already stores absolute actions (env_args control_delta=false); nothing to convert")
+    from zprl.data.port import stored_env_args_problem
+
+    problem = stored_env_args_problem(info["env_meta"], f"{input}: env_args")
+    if problem is None:
+        from zprl.data.check import first_model_problem
+
+        problem = first_model_problem(input, info)
+    if problem:
+        raise UserInputError(f"{problem}; port the file instead (it also converts the actions): "
+                             "python -m zprl.data.port --input IN --output OUT")
     if "states" not in _first_demo_members(input, info["demos"][0]):
         raise UserInputError(f"{input}: data/{info['demos'][0]} has no 'states'; conversion needs simulator states")
     expected = ARM_ACTION_DIM * num_arms(info["env_meta"])

@@ -259,6 +259,30 @@ def env_meta_for_this_version(env_meta: dict, where: str, controller: str | None
     return meta, changes
 
 
+def stored_env_args_problem(env_meta: dict, where: str = "env_args") -> str | None:
+    """Why robomimic + this robosuite cannot build the env from ``env_meta`` as stored (or would
+    silently build another one), or None. Renames that change nothing (robosuite <= 1.3's
+    ``damping: 1``, which 1.4.1 ignores in favour of its equal ``damping_ratio`` default) pass."""
+    try:
+        env_meta_for_this_version(env_meta, where)
+    except UserInputError as err:
+        return str(err)
+    kw = env_meta.get("env_kwargs", {})
+    if "env_name" in kw:
+        return f"{where}: env_kwargs holds env_name, which robomimic's create_env_from_metadata also passes (it fails)"
+    accepted = accepted_env_kwargs(env_meta["env_name"])
+    unknown = sorted(set(kw) - accepted) if accepted is not None else []
+    if unknown:
+        return f"{where}: env_kwargs.{unknown[0]} is not a keyword of this robosuite's {env_meta['env_name']}"
+    ctrl = kw.get("controller_configs") or {}
+    if "body_parts" in ctrl:
+        return f"{where}: controller_configs has robosuite 1.5's composite layout, which this robosuite cannot read"
+    if "damping" in ctrl and "damping_ratio" not in ctrl and ctrl["damping"] != 1:
+        return (f"{where}: controller_configs.damping={ctrl['damping']} would be ignored here "
+                "(this robosuite reads damping_ratio, default 1)")
+    return None
+
+
 # =========================================================================== model XML
 
 
@@ -457,7 +481,8 @@ def _plan(info: dict, args) -> dict:
     obs = args.obs or ("image" if file_cams else "low_dim")
     cams = []
     if obs == "image":
-        cams = list(args.cameras or file_cams or (CAMERAS[task] if task else []))
+        # zprl's cameras for its tasks (what its image configs read), else the file's own
+        cams = list(args.cameras or (CAMERAS[task] if task else file_cams))
         if not cams:
             raise UserInputError(f"{path}: no cameras known for env '{meta['env_name']}'; pass --cameras")
     kw = meta["env_kwargs"]
@@ -477,17 +502,18 @@ class Porter:
         from zprl.data.convert_abs import make_replay_env
         from zprl.env.robomimic_env import create_env
 
-        # The recorded env first: its robosuite model is the base every demo's XML is made from.
+        # Replays and conversion run without cameras (a rendered step is ~10x slower).
+        self.abs_env = make_replay_env(meta, abs_action=True) if check and not recorded_abs else None
+        self.lowdim = make_replay_env(meta, abs_action=recorded_abs) if cams else None
+        # The extracting env last: robomimic keeps one global list of image keys, and the env made
+        # last sets it (an earlier low-dim env would leave agentview_image out of the observations).
         self.env = create_env(meta, obs_keys=obs_keys, render_offscreen=bool(cams), abs_action=recorded_abs,
                               hard_reset=False)
+        self.lowdim = self.lowdim or self.env
+        # This version's robosuite model of the recorded env: the base every demo's XML is made from.
         self.base_xml = self.env.env.model.get_xml()
         self.prefixes = object_prefixes(self.env.env)
         self.recorded_abs = recorded_abs
-        # Replays and conversion run without cameras (a rendered step is ~10x slower).
-        self.lowdim = self.env if not cams else make_replay_env(meta, abs_action=recorded_abs)
-        self.abs_env = None
-        if check and not recorded_abs:
-            self.abs_env = make_replay_env(meta, abs_action=True)
 
     def close(self):
         for e in {id(e): e for e in (self.env, self.lowdim, self.abs_env) if e is not None}.values():
@@ -733,7 +759,8 @@ def main(argv=None):
     p.add_argument("--output", required=True, help="where to write the ported file")
     p.add_argument("--obs", choices=("low_dim", "image"), default=None,
                    help="observations to extract (default: image if the input has images, else low_dim)")
-    p.add_argument("--cameras", nargs="+", default=None, help="cameras for --obs image (default: the input's, else zprl's)")
+    p.add_argument("--cameras", nargs="+", default=None,
+                   help="cameras for --obs image (default: those of zprl's image config for the task)")
     p.add_argument("--image-size", type=int, default=84, help="camera height = width (84 in zprl's configs)")
     p.add_argument("--controller", default=None,
                    help="only for files whose env_args lack controller_configs: the default controller they used")
