@@ -509,7 +509,8 @@ class Porter:
         # last sets it (an earlier low-dim env would leave agentview_image out of the observations).
         self.env = create_env(meta, obs_keys=obs_keys, render_offscreen=bool(cams), abs_action=recorded_abs,
                               hard_reset=False)
-        self.lowdim = self.lowdim or self.env
+        if self.lowdim is None:
+            self.lowdim = self.env
         # This version's robosuite model of the recorded env: the base every demo's XML is made from.
         self.base_xml = self.env.env.model.get_xml()
         self.prefixes = object_prefixes(self.env.env)
@@ -623,8 +624,6 @@ def port_file(input, output, obs=None, cameras=None, image_size=84, controller=N
     plan = _plan(info, args)
 
     start = time.time()
-    import h5py as _h5  # noqa: F401  (keeps the import error, if any, before envs are built)
-
     with h5py.File(input, "r") as src:
         recorded = {d: _decode(src["data"][d].attrs["model_file"]) for d in info["demos"]}
     porter = Porter(plan["meta"], plan["obs_keys"], plan["cams"], plan["recorded_abs"], check)
