@@ -163,20 +163,19 @@ def test_last100_window_is_logged_and_survives_resume(protocol_run, tmp_path, mo
     logged = []
     monkeypatch.setattr(workspace, "log_metrics", lambda record, step: logged.append(record))
     workspace.success_last100.clear()
-    smooth = SmoothnessTracker(2, 10)
 
     def finish(success: bool):  # env 0 finishes an episode, env 1 does not
-        workspace._count_episodes({"success": np.array([success, True])}, np.array([True, False]))
+        workspace._count_episodes(np.array([success, True]), np.array([True, False]))
 
     for _ in range(60):
         finish(False)
     for _ in range(39):
         finish(True)
-    workspace._log_train({}, smooth, warm=False)  # 99 finished episodes: not yet
+    workspace._log_train()  # 99 finished episodes: not yet
     assert "train/success_rate_last100" not in logged[-1]
     for _ in range(60):
         finish(True)
-    workspace._log_train({}, smooth, warm=False)  # 159 finished: the last 100 are 1 failure + 99 successes
+    workspace._log_train()  # 159 finished: the last 100 are 1 failure + 99 successes
     assert logged[-1]["train/success_rate_last100"] == pytest.approx(0.99)
     assert logged[-1]["time/wall_s"] > 0 and logged[-1]["time/cpu_s"] > 0
 

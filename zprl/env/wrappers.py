@@ -147,6 +147,10 @@ class RobomimicGymEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._rng = np.random.RandomState(seed)
+        if options and options.get("rng_state") is not None:  # replaying an episode (MultiStepWrapper)
+            self._rng.set_state(options["rng_state"])
+        # all of the episode's randomness is drawn in this reset: this state plus the actions is the episode
+        self.episode_rng_state = self._rng.get_state()
         with numpy_global_rng(self._rng):
             raw = self.env.reset()
         if options and options.get("state") is not None:
@@ -161,6 +165,10 @@ class RobomimicGymEnv(gym.Env):
         truncated = self.max_steps is not None and self._steps >= self.max_steps
         info = {"success": success, "env_reward": float(env_reward)}
         return self._convert_obs(raw), float(success), success, bool(truncated and not success), info
+
+    def sim_state(self) -> np.ndarray:
+        """robosuite's flattened simulator state (time, qpos, qvel)."""
+        return np.array(self.env.env.sim.get_state().flatten())
 
     def render(self):
         if self.render_size is None:
@@ -252,6 +260,13 @@ class MultiStepWrapper(gym.Wrapper):
     zero-padded with ``n_executed`` valid rows (the actions as given, i.e. in policy space),
     ``success`` and ``episode_length`` (control steps). The returned reward is the chunk's sum.
     After the episode ended, step() is a no-op that repeats the final observation and flags.
+
+    ``episode_record()`` is the episode so far as data (the inner env's reset RNG state, every
+    action executed, the simulator state reached); ``restore_episode(record)`` replays it, so an
+    env in a fresh process continues that very episode (a resumed run's training envs). A replay
+    reproduces the episode exactly (MuJoCo is deterministic), including what the flattened
+    simulator state does not hold (the gripper's accumulated command, robosuite's observation
+    timers, the solver's warm start); it checks that it reached the recorded simulator state.
     """
 
     def __init__(self, env: gym.Env, n_obs_steps: int, n_action_steps: int, max_episode_steps: int | None = None):
@@ -263,7 +278,9 @@ class MultiStepWrapper(gym.Wrapper):
         self.action_space = stack_space(env.action_space, n_action_steps)
         self._history = collections.deque(maxlen=n_obs_steps)
         self._ended = True
+        self._actions = []  # every action executed in this episode
         self.idle = False  # set per env (e.g. vector env set_attr) before reset
+        self.restore_record = None  # set per env (vector env set_attr) before restore_episode()
 
     def _stacked(self) -> dict:
         return {k: np.stack([o[k] for o in self._history]) for k in self._history[0]}
@@ -275,6 +292,7 @@ class MultiStepWrapper(gym.Wrapper):
         # An idle env (padding in a batch of rollouts) is over before it starts: steps are no-ops.
         self._ended, self._length, self._success = bool(self.idle), 0, False
         self._flags = (False, bool(self.idle))
+        self._actions = []
         return self._stacked(), info
 
     def step(self, chunk):
@@ -290,6 +308,7 @@ class MultiStepWrapper(gym.Wrapper):
                 obs, reward, terminated, truncated, step_info = self.env.step(action)
                 self._history.append(obs)
                 rewards[n], executed[n] = reward, action
+                self._actions.append(action.copy())
                 n += 1
                 self._length += 1
                 self._success = self._success or bool(step_info.get("success", False))
@@ -302,3 +321,23 @@ class MultiStepWrapper(gym.Wrapper):
                 "success": self._success, "episode_length": self._length}
         terminated, truncated = self._flags
         return self._stacked(), float(rewards.sum()), terminated, truncated, info
+
+    def episode_record(self) -> dict:
+        """The episode so far: ``rng_state`` (the inner env's, before its reset), ``actions``
+        (L, Da) float32 as executed, ``sim_state`` (flattened) and ``length``."""
+        actions = np.array(self._actions, dtype=np.float32).reshape(len(self._actions), self.env.action_space.shape[0])
+        return {"rng_state": self.env.get_wrapper_attr("episode_rng_state"), "actions": actions,
+                "sim_state": self.env.get_wrapper_attr("sim_state")(), "length": self._length}
+
+    def restore_episode(self, record: dict | None = None) -> int:
+        """Replay ``record`` (default: ``restore_record``, set per env by the vector env) from its
+        reset; returns the episode's length. Raises if the replay misses the recorded sim state."""
+        record, self.restore_record = record if record is not None else self.restore_record, None
+        self.reset(options={"rng_state": record["rng_state"]})
+        for action in record["actions"]:
+            self.step(action[None])
+        reached = self.env.get_wrapper_attr("sim_state")()
+        if self._length != record["length"] or not np.array_equal(reached, record["sim_state"]):
+            raise RuntimeError(f"replaying a {record['length']}-step episode did not reach its recorded simulator "
+                               f"state (max difference {np.abs(reached - record['sim_state']).max():.3g})")
+        return self._length

@@ -25,13 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _mlp(in_dim: int, hidden: Sequence[int]) -> nn.Sequential:
-    layers, width = [], in_dim
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.GELU()]
-        width = h
-    return nn.Sequential(*layers)
+from zprl.model.vib import mlp
 
 
 class TanhGaussianActor(nn.Module):
@@ -53,7 +47,7 @@ class TanhGaussianActor(nn.Module):
             raise ValueError(f"log_std_min={log_std_min} must be below log_std_max={log_std_max}")
         self.action_dim = action_dim
         self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
-        self.trunk = _mlp(state_dim, hidden)
+        self.trunk = mlp(state_dim, hidden)
         self.mean = nn.Linear(hidden[-1], action_dim)
         self.log_std = nn.Linear(hidden[-1], action_dim)
         for head in (self.mean, self.log_std):
@@ -196,6 +190,27 @@ class SAC:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.critic_steps = 0
         self.actor_steps = 0
+
+    @classmethod
+    def for_steering(cls, steering, n_action_steps: int, device, seed: int = 0, gamma_step: float = 0.99,
+                     log_std_min: float | None = None, log_std_max: float | None = None,
+                     actor_hidden: Sequence[int] = (256, 256, 256), critic_hidden: Sequence[int] = (256, 256, 256),
+                     **kwargs) -> "SAC":
+        """The SAC that drives ``steering``, built from the ``sac`` config node (its ``_target_``).
+
+        The interface gives the sizes, the critic view and, where ``log_std_min``/``log_std_max`` are
+        null, the actor's log-std range (``Steering.log_std_bounds``); ``gamma_step`` is the discount
+        per env step, so the per-chunk gamma is ``gamma_step ** n_action_steps``. ``kwargs`` are the
+        constructor's own (tau, learning rates, n_critics, ...).
+        """
+        from omegaconf import OmegaConf
+
+        from zprl.rl.chunk import chunk_gamma
+
+        lo, hi = steering.log_std_bounds(OmegaConf.create({"log_std_min": log_std_min, "log_std_max": log_std_max}))
+        return cls(steering.state_dim, steering.action_dim, device, gamma=chunk_gamma(gamma_step, n_action_steps),
+                   actor_hidden=tuple(actor_hidden), critic_hidden=tuple(critic_hidden), log_std_min=lo,
+                   log_std_max=hi, critic_view=steering.critic_input, seed=seed, **kwargs)
 
     @property
     def alpha(self) -> torch.Tensor:

@@ -4,11 +4,19 @@ One loop for every task and steering interface. Counting: one agent step is one 
 i.e. ``n_action_steps`` env steps; every logged record carries ``env_steps`` =
 agent_steps x n_action_steps (and the control steps actually executed, which are fewer when
 episodes end inside a chunk).
+
+``run`` reads top to bottom: each iteration collects one chunk in every training env
+(``_collect``), settles the round's update debt (``_owe_updates``) and does the periodic work
+(``_periodic``: updates due, log, evaluation, checkpoint). Everything the loop carries from one
+iteration to the next is an attribute listed in ``LOOP_STATE`` (plus the counters, SAC, replay
+and RNGs), and the checkpoint saves all of it, including each training env's episode in flight,
+so ``training.resume=True`` continues the very run that was interrupted.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import os
 import time
@@ -23,17 +31,20 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from zprl.common.checkpoint import atomic_save, file_sha256
 from zprl.common.errors import UserInputError
 from zprl.common.seeding import get_rng_states, set_rng_states, set_seed
-from zprl.env.runner import RobomimicEnvRunner
 from zprl.env.vector_env import RolloutEnvConfig, make_vector_env, step_info
 from zprl.policy.checkpoint import load_base_policy
 from zprl.policy.steered import SteeredPolicy
-from zprl.rl.chunk import chunk_gamma, discounted_chunk_reward, env_steps
+from zprl.policy.steering import Encoded
+from zprl.rl.chunk import discounted_chunk_reward, env_steps
 from zprl.rl.replay import EmbeddingReplayBuffer
-from zprl.rl.sac import SAC
 from zprl.rl.smoothness import SmoothnessTracker
 from zprl.workspace.base import BaseWorkspace
 
 log = logging.getLogger("zprl")
+
+# The loop's own state besides counters, SAC, replay and RNGs: what one iteration leaves for the next.
+LOOP_STATE = ("collected", "pending", "metrics", "recent_success", "warm", "next_log", "next_eval", "next_ckpt",
+              "last_eval")
 
 
 def apply_debug_overrides(cfg: DictConfig) -> None:
@@ -42,6 +53,9 @@ def apply_debug_overrides(cfg: DictConfig) -> None:
         t, o = cfg.training, cfg.online_task
         o.n_envs, o.n_eval_envs, o.n_eval_episodes, o.n_eval_vis = 2, 2, 2, 1
         o.max_steps = min(o.max_steps, 80)
+        if "evaluator" in cfg:  # its keys follow online_task's, also when the config was resolved already
+            e = cfg.evaluator
+            e.n_envs, e.n_test, e.n_test_vis, e.max_steps = o.n_eval_envs, o.n_eval_episodes, o.n_eval_vis, o.max_steps
         t.total_agent_steps, t.warmup_agent_steps, t.training_freq = 64, 16, 16
         t.batch_size, t.buffer_size = 32, 1000
         t.eval_every = t.checkpoint_every = 64
@@ -81,6 +95,8 @@ class OnlineWorkspace(BaseWorkspace):
         super().__init__(cfg, output_dir)
         if cfg.training.debug:
             apply_debug_overrides(cfg)
+        if cfg.training.bootstrap not in ("never", "truncation"):
+            raise UserInputError(f"training.bootstrap={cfg.training.bootstrap!r} must be 'never' or 'truncation'")
         set_seed(cfg.training.seed)
         self.device = torch.device(cfg.training.device)
         base_ckpt = cfg.online_task.base_ckpt
@@ -92,201 +108,201 @@ class OnlineWorkspace(BaseWorkspace):
             policy.n_action_steps = int(cfg.online_task.n_action_steps)
         self.n_action_steps = policy.n_action_steps
         self.steering = hydra.utils.instantiate(cfg.steering, policy=policy)
-        s = cfg.sac
-        log_std_min, log_std_max = self.steering.log_std_bounds(s)  # sac.log_std_min/max null: the interface's
-        self.sac = SAC(self.steering.state_dim, self.steering.action_dim, self.device,
-                       gamma=chunk_gamma(s.gamma_step, self.n_action_steps), tau=s.tau, actor_lr=s.actor_lr,
-                       critic_lr=s.critic_lr, alpha_lr=s.alpha_lr, alpha_init=s.alpha_init,
-                       target_entropy=s.target_entropy, n_critics=s.n_critics, n_target_min=s.n_target_min,
-                       actor_update_every=s.actor_update_every, grad_clip=s.grad_clip,
-                       backup_entropy=s.backup_entropy, actor_hidden=tuple(s.actor_hidden),
-                       critic_hidden=tuple(s.critic_hidden),
-                       log_std_min=log_std_min, log_std_max=log_std_max,
-                       critic_view=self.steering.critic_input, seed=cfg.training.seed)
+        # built from the config node (partial: the runtime objects are passed as they are, not via OmegaConf)
+        self.sac = hydra.utils.instantiate(cfg.sac, _partial_=True)(
+            steering=self.steering, n_action_steps=self.n_action_steps, device=self.device, seed=cfg.training.seed)
         self.buffer = EmbeddingReplayBuffer(cfg.training.buffer_size, self.steering.state_dim,
                                             self.steering.action_dim, device="cpu", sample_device=self.device)
         self.sample_generator = torch.Generator().manual_seed(cfg.training.seed)
+        # counters
         self.agent_steps = 0
         self.executed_env_steps = 0
         self.episodes_done = 0
         self.successes_done = 0
         self.updates = 0
-        # the authors' training success: the last 100 finished training episodes (kept on resume)
+        # the loop's state (LOOP_STATE): all of it is in the checkpoint
+        self.collected = 0        # transitions collected in the current round of training_freq
+        self.pending = 0          # updates owed and not run yet
+        self.metrics = {}         # the latest value of every sac/* and steering diagnostic, logged with the next record
+        self.recent_success = []  # outcomes of the training episodes finished since the last log
+        self.warm = True          # whether the latest chunk was collected in warm-up
+        self.next_log = self.next_eval = self.next_ckpt = None  # agent steps of the next periodic work
+        self.last_eval = {}
+        # the authors' training success: the last 100 finished training episodes
         self.success_last100 = collections.deque(maxlen=100)
+        self.smooth = SmoothnessTracker(cfg.online_task.n_envs, self.steering.policy.action_dim)
+        self.enc: Encoded | None = None  # the training envs' current observations, encoded
+        self._in_flight = None           # their episodes as a loaded checkpoint left them (resume)
+        self.envs = self.evaluator = None
         # run time, summed over resumed segments: (wall, CPU) at this segment's start and before it
         self._clock_start, self._clock_offset = (time.monotonic(), process_cpu_seconds()), (0.0, 0.0)
-        if cfg.training.bootstrap not in ("never", "truncation"):
-            raise UserInputError(f"training.bootstrap={cfg.training.bootstrap!r} must be 'never' or 'truncation'")
 
     @property
     def env_steps(self) -> int:
         return env_steps(self.agent_steps, self.n_action_steps)
 
-    # -- checkpoints ----------------------------------------------------------------------------
-    def state_dict(self, with_buffer: bool = True) -> dict:
-        return {
-            "base_ckpt": self.base_ckpt_path,
-            "base_ckpt_sha256": self.base_ckpt_sha256,
-            "env_meta": self.env_meta,
-            "n_action_steps": self.n_action_steps,
-            "steering": {"name": self.steering.name, **self.steering.extra_state()},
-            "sac": self.sac.state_dict(),
-            "replay": self.buffer.state_dict() if with_buffer else None,
-            "sample_generator": self.sample_generator.get_state(),
-            "counters": {"agent_steps": self.agent_steps, "executed_env_steps": self.executed_env_steps,
-                         "episodes": self.episodes_done, "successes": self.successes_done, "updates": self.updates},
-            "success_last100": [bool(x) for x in self.success_last100],
-            "time": self._run_times(),
-            "rng": get_rng_states(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["base_ckpt_sha256"] != self.base_ckpt_sha256:
-            raise UserInputError(f"cannot resume: {self.base_ckpt_path} is not the base checkpoint this run started "
-                                 f"from (sha256 differs); pass the original online_task.base_ckpt")
-        self.steering.load_extra_state(state["steering"])
-        self.sac.load_state_dict(state["sac"])
-        if state["replay"] is not None:
-            self.buffer.load_state_dict(state["replay"])
-        self.sample_generator.set_state(state["sample_generator"])
-        c = state["counters"]
-        self.agent_steps, self.executed_env_steps = c["agent_steps"], c["executed_env_steps"]
-        self.episodes_done, self.successes_done, self.updates = c["episodes"], c["successes"], c["updates"]
-        self.success_last100.clear()
-        self.success_last100.extend(state.get("success_last100", []))  # absent in older checkpoints
-        saved = state.get("time", {})
-        self._clock_start = (time.monotonic(), process_cpu_seconds())
-        self._clock_offset = (float(saved.get("time/wall_s", 0.0)), float(saved.get("time/cpu_s", 0.0)))
-        set_rng_states(state["rng"])
-
-    def save_step_checkpoint(self) -> str:
-        """checkpoints/step_XXXXXX.ckpt (no replay buffer: it lives in latest.ckpt) + latest.ckpt."""
-        payload = {"cfg": OmegaConf.to_container(self.cfg, resolve=True), "workspace": type(self).__name__,
-                   "state": self.state_dict(with_buffer=False), "wandb_id": getattr(self.wandb_run, "id", None)}
-        path = atomic_save(payload, os.path.join(self.checkpoint_dir, f"step_{self.agent_steps:06d}.ckpt"))
-        self.save_checkpoint()
-        return path
-
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> dict:
-        cfg, t, o = self.cfg, self.cfg.training, self.cfg.online_task
+        t = self.cfg.training
         resumed = self.resume_if_requested()
         # before any output: may read the dataset (steering.res_scale=auto) and fail on it
         prepared = self.steering.prepare(self.base_cfg) if resumed is None else {}
         self.start_logging(resumed, self.agent_steps if resumed else None)
         if prepared:
             self.log_metrics({**self._counters(), **prepared}, step=self.agent_steps)
+        self._make_envs()
+        try:
+            if resumed is None:
+                self.last_eval = self._evaluate(base_only=True)
+            self._start_episodes()
+            self._schedule()
+            bar = tqdm.tqdm(total=t.total_agent_steps, initial=self.agent_steps, desc="agent steps",
+                            mininterval=t.tqdm_interval_sec)
+            while self.agent_steps < t.total_agent_steps:
+                self._collect()
+                bar.update(self.cfg.online_task.n_envs)
+                self._owe_updates()
+                self._periodic()
+            bar.close()
+        finally:
+            self._close_envs()
+            self.finish_logging()
+        return self.last_eval
+
+    def _make_envs(self) -> None:
+        o = self.cfg.online_task
         shape_meta = OmegaConf.to_container(self.base_cfg.shape_meta, resolve=True)
         n_obs_steps = self.steering.policy.n_obs_steps
         train_cfg = RolloutEnvConfig(env_meta=self.env_meta, shape_meta=shape_meta, n_obs_steps=n_obs_steps,
                                      n_action_steps=self.n_action_steps, max_steps=o.max_steps, render_size=None)
-        envs = make_vector_env(train_cfg, o.n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-        evaluator = RobomimicEnvRunner(
-            os.path.join(self.output_dir), self.env_meta, shape_meta, n_train=0, n_test=o.n_eval_episodes,
-            test_start_seed=o.eval_start_seed, max_steps=o.max_steps, n_obs_steps=n_obs_steps,
-            n_action_steps=self.n_action_steps, n_envs=o.n_eval_envs, n_test_vis=o.n_eval_vis,
-            render_size=o.render_size)
-        smooth = SmoothnessTracker(o.n_envs, self.steering.policy.action_dim)
-        last_eval = {}
-        try:
-            if resumed is None:
-                last_eval = self._evaluate(evaluator, base_only=True)
-            seed0 = o.train_start_seed + self.agent_steps  # fresh episodes on resume, still seeded
-            obs, _ = envs.reset(seed=[seed0 + i for i in range(o.n_envs)])
-            enc = self.steering.encode(obs_to_torch(obs, self.device))
-            bar = tqdm.tqdm(total=t.total_agent_steps, initial=self.agent_steps, desc="agent steps",
-                            mininterval=t.tqdm_interval_sec)
-            collected, pending, metrics = 0, 0, {}
-            # overlap: a round's updates are not run at once but spread over the next round's chunks,
-            # n_envs * utd of them while the workers simulate each chunk (the rate they accrue at), so
-            # the main process computes while the envs step. Same updates on the same buffer; the
-            # actor collecting round r+1 is part-way through round r's updates instead of past them.
-            overlap = bool(t.get("overlap_updates", False)) and hasattr(envs, "step_async")
-            per_chunk = max(1, int(round(o.n_envs * t.utd)))
-            next_log, next_eval, next_ckpt = (self._next_multiple(k) for k in (t.log_every, t.eval_every, t.checkpoint_every))
-            while self.agent_steps < t.total_agent_steps:
-                warm = self.agent_steps < t.warmup_agent_steps
-                if warm:
-                    rl_action = self.steering.warmup_action(o.n_envs)
-                else:
-                    # progressive exploration counts from the END of warm-up (0 on the first step after it)
-                    rl_action = self.steering.explore(self.sac.act(enc.state), self.agent_steps - t.warmup_agent_steps)
-                chunk = self.steering.act(enc, rl_action)
-                if overlap:
-                    # the workers simulate this chunk while this chunk's share of owed updates runs
-                    envs.step_async(chunk.cpu().numpy())
-                    if pending:
-                        n = min(pending, per_chunk)
-                        metrics.update(self._update(n))
-                        pending -= n
-                    obs, _, term, trunc, raw_info = envs.step_wait()
-                else:
-                    obs, _, term, trunc, raw_info = envs.step(chunk.cpu().numpy())
-                info = step_info(raw_info)  # each env's chunk info, also for envs that just auto-reset
-                reward = discounted_chunk_reward(info["chunk_rewards"], cfg.sac.gamma_step)
-                term, trunc = np.asarray(term), np.asarray(trunc)
-                done = term | trunc
-                next_enc = self.steering.encode(obs_to_torch(obs, self.device))
-                next_state = next_enc.state
-                terminal = done.astype(np.float32)
-                if t.bootstrap == "truncation" and (trunc & ~term).any():
-                    # SAME_STEP autoreset: obs holds the new episode's first frame; the state to
-                    # bootstrap from is the timed-out episode's final frame.
-                    idx = np.flatnonzero(trunc & ~term)
-                    final = {k: np.stack([raw_info["final_obs"][i][k] for i in idx]) for k in obs}
-                    next_state = next_state.clone()
-                    next_state[torch.as_tensor(idx)] = self.steering.encode(obs_to_torch(final, self.device)).state
-                    terminal = term.astype(np.float32)
-                self.buffer.add(enc.state, rl_action, torch.as_tensor(reward, dtype=torch.float32), next_state,
-                                torch.as_tensor(terminal))
-                metrics.update(self.steering.diagnostics(enc, rl_action))
-                executed = np.asarray(info["executed_actions"])
-                n_exec = np.asarray(info["n_executed"])
-                smooth.add(executed, n_exec, done)
-                self._count_episodes(info, done)
-                enc = next_enc
-                self.agent_steps += o.n_envs
-                self.executed_env_steps += int(n_exec.sum())
-                collected += o.n_envs
-                bar.update(o.n_envs)
-                # rounds of training_freq transitions; the warm-up's rounds owe nothing except its last,
-                # whose updates run right after it (the authors' schedule: learning starts at warm-up end)
-                if collected >= t.training_freq:
-                    if self.agent_steps >= t.warmup_agent_steps:
-                        pending += int(collected * t.utd)
-                    collected = 0
-                finished = self.agent_steps >= t.total_agent_steps
-                # serial: the round runs now; overlapped: what is still owed runs before evaluations
-                # and checkpoints, so they see every update (resume stays exact)
-                if pending and (not overlap or finished or self.agent_steps >= min(next_eval, next_ckpt)):
-                    metrics.update(self._update(pending))
-                    pending = 0
-                if self.agent_steps >= next_log:
-                    self._log_train(metrics, smooth, warm)  # `updates` counts the ones run so far
-                    next_log = self._next_multiple(t.log_every)
-                if self.agent_steps >= next_eval or finished:
-                    last_eval = self._evaluate(evaluator)
-                    next_eval = self._next_multiple(t.eval_every)
-                if self.agent_steps >= next_ckpt or finished:
-                    self.save_step_checkpoint()
-                    next_ckpt = self._next_multiple(t.checkpoint_every)
-            bar.close()
-        finally:
-            envs.close()
-            evaluator.close()
-            self.finish_logging()
-        return last_eval
+        self.envs = make_vector_env(train_cfg, o.n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        self.evaluator = hydra.utils.instantiate(self.cfg.evaluator, _partial_=True)(
+            output_dir=self.output_dir, env_meta=self.env_meta, shape_meta=shape_meta, n_obs_steps=n_obs_steps,
+            n_action_steps=self.n_action_steps)
+
+    def _close_envs(self) -> None:
+        for name in ("envs", "evaluator"):
+            if getattr(self, name) is not None:
+                getattr(self, name).close()
+                setattr(self, name, None)
+
+    def _start_episodes(self) -> None:
+        """Seeded first episodes; on resume, the episodes the checkpoint left in flight."""
+        o = self.cfg.online_task
+        seed0 = o.train_start_seed + self.agent_steps  # a checkpoint without episodes: fresh ones, still seeded
+        obs, _ = self.envs.reset(seed=[seed0 + i for i in range(o.n_envs)])
+        if self._in_flight is None:
+            self.enc = self.steering.encode(obs_to_torch(obs, self.device))
+            return
+        self.envs.set_attr("restore_record", self._in_flight["episodes"])
+        self.envs.call("restore_episode")  # replays each episode to where it was (checks its sim state)
+        self.enc = Encoded(self._in_flight["enc_state"].to(self.device),
+                           {k: v.to(self.device) for k, v in self._in_flight["enc_parts"].items()})
+        self._in_flight = None
+
+    def _schedule(self) -> None:
+        """The next periodic work, unless a checkpoint restored it."""
+        t = self.cfg.training
+        for name, every in (("next_log", t.log_every), ("next_eval", t.eval_every), ("next_ckpt", t.checkpoint_every)):
+            if getattr(self, name) is None:
+                setattr(self, name, self._next_multiple(every))
+
+    @property
+    def overlap(self) -> bool:
+        """Overlapped updates: a round's updates are not run at once but spread over the next round's
+        chunks, n_envs * utd of them while the workers simulate each chunk (the rate they accrue at),
+        so the main process computes while the envs step. Same updates on the same buffer; the actor
+        collecting round r+1 is part-way through round r's updates instead of past them."""
+        return bool(self.cfg.training.get("overlap_updates", False)) and hasattr(self.envs, "step_async")
+
+    def _collect(self) -> None:
+        """One chunk in every training env, stored as one transition per env."""
+        t, o = self.cfg.training, self.cfg.online_task
+        enc = self.enc
+        self.warm = self.agent_steps < t.warmup_agent_steps
+        if self.warm:
+            rl_action = self.steering.warmup_action(o.n_envs)
+        else:
+            # progressive exploration counts from the END of warm-up (0 on the first step after it)
+            rl_action = self.steering.explore(self.sac.act(enc.state), self.agent_steps - t.warmup_agent_steps)
+        chunk = self.steering.act(enc, rl_action).cpu().numpy()
+        if self.overlap:
+            # the workers simulate this chunk while this chunk's share of owed updates runs
+            self.envs.step_async(chunk)
+            if self.pending:
+                n = min(self.pending, max(1, int(round(o.n_envs * t.utd))))
+                self.metrics.update(self._update(n))
+                self.pending -= n
+            obs, _, term, trunc, raw_info = self.envs.step_wait()
+        else:
+            obs, _, term, trunc, raw_info = self.envs.step(chunk)
+        info = step_info(raw_info)  # each env's chunk info, also for envs that just auto-reset
+        reward = discounted_chunk_reward(info["chunk_rewards"], self.cfg.sac.gamma_step)
+        term, trunc = np.asarray(term), np.asarray(trunc)
+        done = term | trunc
+        next_enc = self.steering.encode(obs_to_torch(obs, self.device))
+        next_state, terminal = self._bootstrap_view(next_enc.state, done, term, trunc, raw_info, obs)
+        self.buffer.add(enc.state, rl_action, torch.as_tensor(reward, dtype=torch.float32), next_state,
+                        torch.as_tensor(terminal))
+        self.metrics.update(self.steering.diagnostics(enc, rl_action))
+        n_exec = np.asarray(info["n_executed"])
+        self.smooth.add(np.asarray(info["executed_actions"]), n_exec, done)
+        self._count_episodes(np.asarray(info["success"]), done)
+        self.enc = next_enc
+        self.agent_steps += o.n_envs
+        self.executed_env_steps += int(n_exec.sum())
+        self.collected += o.n_envs
+
+    def _bootstrap_view(self, next_state, done, term, trunc, raw_info, obs):
+        """(next_state, terminal) as stored. bootstrap=never: every episode end is terminal.
+        bootstrap=truncation: a time-out bootstraps from the timed-out episode's final frame (with
+        SAME_STEP autoreset ``obs`` holds the new episode's first frame)."""
+        if self.cfg.training.bootstrap != "truncation" or not (trunc & ~term).any():
+            return next_state, done.astype(np.float32)
+        idx = np.flatnonzero(trunc & ~term)
+        final = {k: np.stack([raw_info["final_obs"][i][k] for i in idx]) for k in obs}
+        next_state = next_state.clone()
+        next_state[torch.as_tensor(idx)] = self.steering.encode(obs_to_torch(final, self.device)).state
+        return next_state, term.astype(np.float32)
+
+    def _owe_updates(self) -> None:
+        """Rounds of training_freq transitions; a round after warm-up owes utd updates per transition.
+        The warm-up's rounds owe nothing except its last, whose updates run right after it (the
+        authors' schedule: learning starts at warm-up end)."""
+        t = self.cfg.training
+        if self.collected >= t.training_freq:
+            if self.agent_steps >= t.warmup_agent_steps:
+                self.pending += int(self.collected * t.utd)
+            self.collected = 0
+
+    def _periodic(self) -> None:
+        """Updates due, then log, evaluation and checkpoint, each at its own cadence and at the end.
+        Serial: a round's updates run as soon as it is owed; overlapped: whatever is still owed runs
+        before evaluations and checkpoints, so they see every update (and resume stays exact)."""
+        t = self.cfg.training
+        finished = self.agent_steps >= t.total_agent_steps
+        if self.pending and (not self.overlap or finished or self.agent_steps >= min(self.next_eval, self.next_ckpt)):
+            self.metrics.update(self._update(self.pending))
+            self.pending = 0
+        if self.agent_steps >= self.next_log:
+            self._log_train()  # `updates` counts the ones run so far
+            self.next_log = self._next_multiple(t.log_every)
+        if self.agent_steps >= self.next_eval or finished:
+            self.last_eval = self._evaluate()
+            self.next_eval = self._next_multiple(t.eval_every)
+        if self.agent_steps >= self.next_ckpt or finished:
+            self.next_ckpt = self._next_multiple(t.checkpoint_every)
+            self.save_step_checkpoint()
 
     def _next_multiple(self, every: int) -> int:
         return (self.agent_steps // every + 1) * every
 
-    def _count_episodes(self, info, done) -> None:
+    def _count_episodes(self, success: np.ndarray, done: np.ndarray) -> None:
         ended = np.flatnonzero(done)
         if len(ended):
-            success = np.asarray(info["success"])
             self.episodes_done += len(ended)
             self.successes_done += int(success[ended].sum())
-            self._recent = getattr(self, "_recent", []) + [bool(s) for s in success[ended]]
+            self.recent_success.extend(bool(s) for s in success[ended])
             self.success_last100.extend(bool(s) for s in success[ended])
 
     def _update(self, n_updates: int) -> dict:
@@ -300,18 +316,18 @@ class OnlineWorkspace(BaseWorkspace):
             self.updates += 1
         return {f"sac/{k}": v / n_updates for k, v in sums.items()}
 
+    # -- logging and evaluation -------------------------------------------------------------------
     def _counters(self) -> dict:
         return {"agent_steps": self.agent_steps, "env_steps": self.env_steps,
                 "executed_env_steps": self.executed_env_steps, "updates": self.updates,
                 "episodes": self.episodes_done}
 
-    def _log_train(self, metrics: dict, smooth: SmoothnessTracker, warm: bool) -> None:
-        recent = getattr(self, "_recent", [])
-        record = {**self._counters(), **metrics, **{f"train/{k}": v for k, v in smooth.pop().items()},
-                  "train/warmup": int(warm), "buffer_size": len(self.buffer)}
-        if recent:
-            record["train/success_rate"] = float(np.mean(recent))
-            self._recent = []
+    def _log_train(self) -> None:
+        record = {**self._counters(), **self.metrics, **{f"train/{k}": v for k, v in self.smooth.pop().items()},
+                  "train/warmup": int(self.warm), "buffer_size": len(self.buffer)}
+        if self.recent_success:
+            record["train/success_rate"] = float(np.mean(self.recent_success))
+            self.recent_success = []
         if len(self.success_last100) == self.success_last100.maxlen:  # only once 100 episodes have finished
             record["train/success_rate_last100"] = float(np.mean(self.success_last100))
         record["alpha"] = float(self.sac.alpha)
@@ -325,11 +341,11 @@ class OnlineWorkspace(BaseWorkspace):
         return {"time/wall_s": wall_off + time.monotonic() - wall0,
                 "time/cpu_s": cpu_off + process_cpu_seconds() - cpu0}
 
-    def _evaluate(self, evaluator: RobomimicEnvRunner, base_only: bool = False) -> dict:
+    def _evaluate(self, base_only: bool = False) -> dict:
         import wandb
 
         policy = SteeredPolicy(self.steering, None if base_only else self.sac.actor, deterministic=True)
-        result = evaluator.run(policy)
+        result = self.evaluator.run(policy)
         # keep each evaluation's videos apart: media/eval_<agent_steps>_test_<seed>.mp4
         videos = []
         for path in result.get("videos", []):
@@ -350,3 +366,72 @@ class OnlineWorkspace(BaseWorkspace):
         log.info("eval at %d env steps: success %.3f%s", self.env_steps, record["eval/success_rate"],
                  " (base policy)" if base_only else "")
         return record
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self, with_buffer: bool = True) -> dict:
+        return {
+            "base_ckpt": self.base_ckpt_path,
+            "base_ckpt_sha256": self.base_ckpt_sha256,
+            "env_meta": self.env_meta,
+            "n_action_steps": self.n_action_steps,
+            "steering": {"name": self.steering.name, **self.steering.extra_state()},
+            "sac": self.sac.state_dict(),
+            "replay": self.buffer.state_dict() if with_buffer else None,
+            "sample_generator": self.sample_generator.get_state(),
+            "counters": {"agent_steps": self.agent_steps, "executed_env_steps": self.executed_env_steps,
+                         "episodes": self.episodes_done, "successes": self.successes_done, "updates": self.updates},
+            "success_last100": [bool(x) for x in self.success_last100],
+            "loop": {**{name: getattr(self, name) for name in LOOP_STATE},
+                     "smoothness": {k: v for k, v in vars(self.smooth).items()}},
+            "in_flight": self._episodes_in_flight(),
+            "time": self._run_times(),
+            "rng": get_rng_states(),
+        }
+
+    def _episodes_in_flight(self) -> dict | None:
+        """Each training env's episode so far (its reset RNG state and executed actions) and the
+        encoded current observations: what resume needs to continue those very episodes."""
+        if self.envs is None or self.enc is None:
+            return None
+        return {"episodes": list(self.envs.call("episode_record")),
+                "enc_state": self.enc.state.cpu(), "enc_parts": {k: v.cpu() for k, v in self.enc.parts.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["base_ckpt_sha256"] != self.base_ckpt_sha256:
+            raise UserInputError(f"cannot resume: {self.base_ckpt_path} is not the base checkpoint this run started "
+                                 f"from (sha256 differs); pass the original online_task.base_ckpt")
+        self.steering.load_extra_state(state["steering"])
+        self.sac.load_state_dict(state["sac"])
+        if state["replay"] is not None:
+            self.buffer.load_state_dict(state["replay"])
+        self.sample_generator.set_state(state["sample_generator"])
+        c = state["counters"]
+        self.agent_steps, self.executed_env_steps = c["agent_steps"], c["executed_env_steps"]
+        self.episodes_done, self.successes_done, self.updates = c["episodes"], c["successes"], c["updates"]
+        self.success_last100.clear()
+        self.success_last100.extend(state.get("success_last100", []))  # absent in older checkpoints
+        loop = state.get("loop")  # absent in older checkpoints: a new round, fresh episodes
+        if loop is not None:
+            for name in LOOP_STATE:
+                setattr(self, name, copy.deepcopy(loop[name]))
+            self.smooth.__dict__.update(copy.deepcopy(loop["smoothness"]))
+        in_flight = state.get("in_flight")
+        if in_flight is not None and len(in_flight["episodes"]) != self.cfg.online_task.n_envs:
+            log.warning("the checkpoint has %d training episodes in flight, this run has online_task.n_envs=%d: "
+                        "starting fresh episodes", len(in_flight["episodes"]), self.cfg.online_task.n_envs)
+            in_flight = None
+        self._in_flight = in_flight
+        saved = state.get("time", {})
+        self._clock_start = (time.monotonic(), process_cpu_seconds())
+        self._clock_offset = (float(saved.get("time/wall_s", 0.0)), float(saved.get("time/cpu_s", 0.0)))
+        set_rng_states(state["rng"])
+
+    def save_step_checkpoint(self) -> str:
+        """checkpoints/step_XXXXXX.ckpt (no replay buffer: it lives in latest.ckpt) + latest.ckpt."""
+        state = self.state_dict(with_buffer=False)
+        payload = {"cfg": OmegaConf.to_container(self.cfg, resolve=True), "workspace": type(self).__name__,
+                   "state": state, "wandb_id": getattr(self.wandb_run, "id", None)}
+        path = atomic_save(payload, os.path.join(self.checkpoint_dir, f"step_{self.agent_steps:06d}.ckpt"))
+        payload["state"] = {**state, "replay": self.buffer.state_dict()}
+        atomic_save(payload, self.latest_path)
+        return path
