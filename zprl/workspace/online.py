@@ -229,10 +229,7 @@ class OnlineWorkspace(BaseWorkspace):
         if self.overlap:
             # the workers simulate this chunk while this chunk's share of owed updates runs
             self.envs.step_async(chunk)
-            if self.pending:
-                n = min(self.pending, max(1, int(round(o.n_envs * t.utd))))
-                self.metrics.update(self._update(n))
-                self.pending -= n
+            self._run_owed(at_most=max(1, int(round(o.n_envs * t.utd))))
             obs, _, term, trunc, raw_info = self.envs.step_wait()
         else:
             obs, _, term, trunc, raw_info = self.envs.step(chunk)
@@ -281,9 +278,8 @@ class OnlineWorkspace(BaseWorkspace):
         before evaluations and checkpoints, so they see every update (and resume stays exact)."""
         t = self.cfg.training
         finished = self.agent_steps >= t.total_agent_steps
-        if self.pending and (not self.overlap or finished or self.agent_steps >= min(self.next_eval, self.next_ckpt)):
-            self.metrics.update(self._update(self.pending))
-            self.pending = 0
+        if not self.overlap or finished or self.agent_steps >= min(self.next_eval, self.next_ckpt):
+            self._run_owed()
         if self.agent_steps >= self.next_log:
             self._log_train()  # `updates` counts the ones run so far
             self.next_log = self._next_multiple(t.log_every)
@@ -305,9 +301,16 @@ class OnlineWorkspace(BaseWorkspace):
             self.recent_success.extend(bool(s) for s in success[ended])
             self.success_last100.extend(bool(s) for s in success[ended])
 
+    def _run_owed(self, at_most: int | None = None) -> None:
+        """Run the updates owed (all, or at most ``at_most``). While the buffer holds less than one
+        batch they stay owed (and are saved with the checkpoint): they run once it does."""
+        if not self.pending or len(self.buffer) < self.cfg.training.batch_size:
+            return
+        n = self.pending if at_most is None else min(self.pending, at_most)
+        self.metrics.update(self._update(n))
+        self.pending -= n
+
     def _update(self, n_updates: int) -> dict:
-        if len(self.buffer) < self.cfg.training.batch_size:
-            return {}
         sums = {}
         for _ in range(n_updates):
             m = self.sac.update(self.buffer.sample(self.cfg.training.batch_size, generator=self.sample_generator))
