@@ -10,6 +10,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import zprl.common.config  # noqa: E402,F401  (OmegaConf resolvers used by the configs)
+# diffusers imports torch._dynamo, which loads triton; loading triton's LLVM after Mesa's (robosuite's
+# EGL rendering in this process, e.g. test_env's runner test) segfaults, the other order is fine.
+# The entry points always load the policy first; tests may run in any order or subset.
+import zprl.policy.flow_vib  # noqa: E402,F401
 
 # The test networks are tiny: per-op overhead dominates and a second intra-op thread only adds
 # contention (env worker processes share the same cores).
@@ -62,6 +66,54 @@ def run_offline(dataset_path, output_dir, **extra):
     OmegaConf.resolve(cfg)
     workspace = OfflineWorkspace(cfg, output_dir=str(output_dir))
     return workspace, workspace.run()
+
+
+def tiny_online_overrides(base_ckpt, **extra):
+    """A tiny online run on CPU: debug loop (2 envs, 64 agent steps), CPU-sized SAC."""
+    overrides = {"online_task": "lift_lowdim_abs", "online_task.base_ckpt": base_ckpt, "training.debug": "true",
+                 "training.device": "cpu", "logging.mode": "disabled", "online_task.render_size": "[64,64]",
+                 "sac.actor_hidden": "[32,32]", "sac.critic_hidden": "[32,32]",
+                 # CPU-sized SAC, as the demo runs it (the config default is the authors' 10 critics x UTD 5)
+                 "sac.n_critics": 2, "training.utd": 1}
+    overrides.update({k: str(v) for k, v in extra.items()})
+    return [f"{k}={v}" for k, v in overrides.items()]
+
+
+def run_online(base_ckpt, output_dir, **extra):
+    """(workspace, last evaluation) of a tiny online run in this process."""
+    from omegaconf import OmegaConf
+
+    from zprl.workspace.online import OnlineWorkspace
+
+    cfg = compose_config(ONLINE_CONFIG, tiny_online_overrides(base_ckpt, **extra))
+    OmegaConf.resolve(cfg)
+    workspace = OnlineWorkspace(cfg, output_dir=str(output_dir))
+    return workspace, workspace.run()
+
+
+def train_cli(config_name, overrides, run_dir, wait=True, **popen):
+    """``python train.py`` in a child process (as a user runs it), one torch thread, W&B off unless
+    the overrides say otherwise. wait=False returns the Popen (stdout/stderr in run_dir's parent)."""
+    import subprocess
+    import sys
+
+    from zprl.data.paths import repo_root
+
+    cmd = [sys.executable, os.path.join(repo_root(), "train.py"), f"--config-name={config_name}", *overrides,
+           "training.num_threads=1", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": repo_root()}
+    if not wait:
+        log = open(f"{run_dir}.out", "ab")
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, **popen)
+
+
+def run_records(run_dir, step_key=None):
+    """The run's logs.json.txt records without the wall/CPU clocks (which no two runs share)."""
+    from zprl.common.logging import read_json_lines
+
+    return [{k: v for k, v in r.items() if not k.startswith("time/")}
+            for r in read_json_lines(os.path.join(str(run_dir), "logs.json.txt"))]
 
 
 @pytest.fixture(scope="session")

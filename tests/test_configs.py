@@ -5,17 +5,15 @@ import os
 
 import hydra
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import compose_config
 from zprl.common.config import CONFIG_DIR
 
 TASKS = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(CONFIG_DIR, "task", "*.yaml")))
 
 
-def compose_cfg(name, overrides=()):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose(config_name=name, overrides=list(overrides))
+compose_cfg = compose_config
 
 
 def test_all_tasks_are_shipped():

@@ -116,7 +116,7 @@ def test_probe_counts_only_envs_whose_observation_changed():
 # ---- end to end ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def diagnosed_run(tiny_base_ckpt, tmp_path_factory):
-    from test_online_workspace import run_online
+    from conftest import run_online
 
     out = tmp_path_factory.mktemp("diag_run")
     workspace, _ = run_online(tiny_base_ckpt, out)

@@ -121,7 +121,7 @@ def test_a_difference_across_episodes_would_show():
 # -- the online loop on real robosuite (a tiny debug run) ----------------------------------------
 @pytest.fixture(scope="module")
 def protocol_run(tiny_base_ckpt, tmp_path_factory):
-    from test_online_workspace import run_online
+    from conftest import run_online
 
     out = tmp_path_factory.mktemp("protocol_run")
     workspace, _ = run_online(tiny_base_ckpt, out)
@@ -153,9 +153,8 @@ def test_online_logs_eval_smoothness_and_run_times(protocol_run, tmp_path):
 
 
 def test_last100_window_is_logged_and_survives_resume(protocol_run, tmp_path, monkeypatch):
-    from conftest import ONLINE_CONFIG, compose_config
+    from conftest import ONLINE_CONFIG, compose_config, tiny_online_overrides
     from omegaconf import OmegaConf
-    from test_online_workspace import online_overrides
 
     from zprl.workspace.online import OnlineWorkspace
 
@@ -182,7 +181,7 @@ def test_last100_window_is_logged_and_survives_resume(protocol_run, tmp_path, mo
     state = workspace.state_dict(with_buffer=False)
     assert state["success_last100"] == [False] + [True] * 99
     assert state["time"]["time/wall_s"] >= logged[-1]["time/wall_s"]
-    cfg = compose_config(ONLINE_CONFIG, online_overrides(workspace.base_ckpt_path))
+    cfg = compose_config(ONLINE_CONFIG, tiny_online_overrides(workspace.base_ckpt_path))
     OmegaConf.resolve(cfg)
     fresh = OnlineWorkspace(cfg, output_dir=str(tmp_path))
     fresh.load_state_dict(state)

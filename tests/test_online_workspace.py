@@ -5,30 +5,9 @@ import os
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
-from conftest import ONLINE_CONFIG, compose_config
+from conftest import run_online
 from zprl.common.checkpoint import load_checkpoint
 from zprl.common.logging import read_json_lines
-
-
-def online_overrides(base_ckpt, **extra):
-    overrides = {"online_task": "lift_lowdim_abs", "online_task.base_ckpt": base_ckpt, "training.debug": "true",
-                 "training.device": "cpu", "logging.mode": "disabled", "online_task.render_size": "[64,64]",
-                 "sac.actor_hidden": "[32,32]", "sac.critic_hidden": "[32,32]",
-                 # CPU-sized SAC, as the demo runs it (the config default is the authors' 10 critics x UTD 5)
-                 "sac.n_critics": 2, "training.utd": 1}
-    overrides.update({k: str(v) for k, v in extra.items()})
-    return [f"{k}={v}" for k, v in overrides.items()]
-
-
-def run_online(base_ckpt, output_dir, **extra):
-    from zprl.workspace.online import OnlineWorkspace
-
-    cfg = compose_config(ONLINE_CONFIG, online_overrides(base_ckpt, **extra))
-    OmegaConf.resolve(cfg)
-    workspace = OnlineWorkspace(cfg, output_dir=str(output_dir))
-    return workspace, workspace.run()
 
 
 @pytest.fixture(scope="module")

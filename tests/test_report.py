@@ -11,11 +11,10 @@ import os
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import ONLINE_CONFIG, compose_config
 from zprl.common.checkpoint import atomic_save, file_sha256
-from zprl.common.config import CONFIG_DIR
 from zprl.common.errors import UserInputError, run_cli
 from zprl.report import load_run, main, normalized_auc, t_interval, write_report
 
@@ -27,8 +26,7 @@ CURVES = {
 
 
 def online_cfg(overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose(config_name="train_online_vib_robomimic_workspace", overrides=list(overrides))
+    return compose_config(ONLINE_CONFIG, overrides)
 
 
 @pytest.fixture
