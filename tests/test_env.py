@@ -314,3 +314,55 @@ def test_step_info_recovers_the_final_chunk_under_same_step_autoreset(env_meta, 
         assert obs["object"][0, 0, 2] < 0.84  # obs already shows the next episode's resting cube
     finally:
         venv.close()
+
+
+def test_replayed_episode_continues_exactly_where_sim_state_alone_does_not(env_meta, down_rot6d):
+    """A resumed online run continues each training env's episode by replaying it: reset with the
+    recorded RNG state, then every executed action. The continuation is bit-identical, even in an env
+    that ran another episode before; setting the recorded flattened sim state alone is not enough
+    (robosuite keeps the gripper's accumulated command, observation timers and the solver's warm
+    start outside it)."""
+    cfg = RolloutEnvConfig(env_meta=env_meta, shape_meta=SHAPE_META, n_obs_steps=2, n_action_steps=4,
+                           max_steps=200, render_size=None)
+    original, replayed, from_sim_state = cfg.build(), cfg.build(), cfg.build()
+    rng = np.random.RandomState(0)
+
+    def chunk(obs):  # a random walk of the hand, the gripper opening and closing along the way
+        target = obs["robot0_eef_pos"][-1] + rng.uniform(-0.03, 0.03, 3)
+        return np.repeat(np.r_[target, down_rot6d, rng.choice([-1.0, 1.0])][None].astype(np.float32), 4, 0)
+
+    try:
+        obs, _ = original.reset(seed=3)
+        for _ in range(10):
+            obs, *_ = original.step(chunk(obs))
+        record = original.episode_record()
+        assert record["length"] == 40 and record["actions"].shape == (40, 10)
+        replayed.reset(seed=99)
+        replayed.step(chunk(obs))  # another episode first: the replay must not depend on it
+        assert replayed.restore_episode(record) == 40
+        from_sim_state.reset(seed=3)
+        sim = from_sim_state.unwrapped.env.env.sim
+        sim.set_state_from_flattened(record["sim_state"])
+        sim.forward()
+        gap_replay = gap_sim_state = 0.0
+        for _ in range(15):
+            c = chunk(obs)
+            obs, reward, term, trunc, info = original.step(c)
+            for env in (replayed, from_sim_state):
+                o, r, te, tr, i = env.step(c)
+                gap = max(np.abs(o[k] - obs[k]).max() for k in obs)
+                if env is replayed:
+                    gap_replay = max(gap_replay, gap)
+                    assert (r, te, tr, i["episode_length"]) == (reward, term, trunc, info["episode_length"])
+                else:
+                    gap_sim_state = max(gap_sim_state, np.abs(o["robot0_eef_pos"] - obs["robot0_eef_pos"]).max())
+        assert gap_replay == 0.0
+        # (the hand 0.6 mm off within 15 chunks on the machine this was written on)
+        assert gap_sim_state > 1e-4, "the flattened sim state alone now continues exactly: replay may be simplified"
+        print(f"sim-state-only restore: hand position off by up to {gap_sim_state * 1000:.1f} mm")
+        bad = {**record, "actions": record["actions"][:-1], "length": 39}
+        with pytest.raises(RuntimeError, match="did not reach"):
+            replayed.restore_episode({**bad, "sim_state": record["sim_state"], "length": 39})
+    finally:
+        for env in (original, replayed, from_sim_state):
+            env.close()

@@ -158,12 +158,24 @@ class RobomimicGymEnv(gym.Env):
         self._steps = 0
         return self._convert_obs(raw), {"success": False}
 
+    def _unstable_count(self) -> int:
+        """How often MuJoCo met a NaN/inf/huge position, velocity, acceleration or control; it then
+        resets the state (or zeroes the control) silently, so observations stay finite while the
+        episode stopped being the one the actions asked for."""
+        import mujoco
+
+        w, kinds = self.env.env.sim.data._data.warning, mujoco.mjtWarning
+        return sum(int(w[k].number) for k in (kinds.mjWARN_BADQPOS, kinds.mjWARN_BADQVEL, kinds.mjWARN_BADQACC,
+                                              kinds.mjWARN_BADCTRL))
+
     def step(self, action):
+        unstable_before = self._unstable_count()
         raw, env_reward, _, _ = self.env.step(self._to_env_action(action))
         self._steps += 1
         success = bool(self.env.is_success()["task"])
         truncated = self.max_steps is not None and self._steps >= self.max_steps
-        info = {"success": success, "env_reward": float(env_reward)}
+        info = {"success": success, "env_reward": float(env_reward),
+                "sim_unstable": self._unstable_count() > unstable_before}
         return self._convert_obs(raw), float(success), success, bool(truncated and not success), info
 
     def sim_state(self) -> np.ndarray:
@@ -246,6 +258,10 @@ class VideoRecordingWrapper(gym.Wrapper):
         super().close()
 
 
+def _finite(obs: dict, reward) -> bool:
+    return bool(np.isfinite(reward)) and all(np.isfinite(np.asarray(v)).all() for v in obs.values())
+
+
 def stack_space(space: gym.spaces.Box, n: int) -> gym.spaces.Box:
     return gym.spaces.Box(np.repeat(space.low[None], n, 0), np.repeat(space.high[None], n, 0),
                           (n, *space.shape), space.dtype)
@@ -258,7 +274,10 @@ class MultiStepWrapper(gym.Wrapper):
     when the episode ends (success, ``max_episode_steps`` or the inner truncation). info holds
     ``chunk_rewards`` (n_action_steps,) zero-padded, ``executed_actions`` (n_action_steps, Da)
     zero-padded with ``n_executed`` valid rows (the actions as given, i.e. in policy space),
-    ``success`` and ``episode_length`` (control steps). The returned reward is the chunk's sum.
+    ``success``, ``episode_length`` (control steps) and ``fault``. The returned reward is the chunk's sum.
+    A step whose observation or reward is not finite, or that MuJoCo found unstable, ends the
+    episode as truncated with ``fault=True`` (that step's reward counts 0 and its observation is not
+    kept: the history holds the last good one).
     After the episode ended, step() is a no-op that repeats the final observation and flags.
 
     ``episode_record()`` is the episode so far as data (the inner env's reset RNG state, every
@@ -279,6 +298,7 @@ class MultiStepWrapper(gym.Wrapper):
         self._history = collections.deque(maxlen=n_obs_steps)
         self._ended = True
         self._actions = []  # every action executed in this episode
+        self._fault = False
         self.idle = False  # set per env (e.g. vector env set_attr) before reset
         self.restore_record = None  # set per env (vector env set_attr) before restore_episode()
 
@@ -293,6 +313,7 @@ class MultiStepWrapper(gym.Wrapper):
         self._ended, self._length, self._success = bool(self.idle), 0, False
         self._flags = (False, bool(self.idle))
         self._actions = []
+        self._fault = False
         return self._stacked(), info
 
     def step(self, chunk):
@@ -306,10 +327,15 @@ class MultiStepWrapper(gym.Wrapper):
         if not self._ended:
             for action in chunk[: self.n_action_steps]:
                 obs, reward, terminated, truncated, step_info = self.env.step(action)
-                self._history.append(obs)
-                rewards[n], executed[n] = reward, action
+                executed[n] = action
                 self._actions.append(action.copy())
                 n += 1
+                if step_info.get("sim_unstable") or not _finite(obs, reward):
+                    self._length += 1
+                    self._fault, self._ended, self._flags = True, True, (False, True)
+                    break
+                self._history.append(obs)
+                rewards[n - 1] = reward
                 self._length += 1
                 self._success = self._success or bool(step_info.get("success", False))
                 if self.max_episode_steps is not None and self._length >= self.max_episode_steps:
@@ -318,7 +344,7 @@ class MultiStepWrapper(gym.Wrapper):
                     self._ended, self._flags = True, (bool(terminated), bool(truncated))
                     break
         info = {"chunk_rewards": rewards, "executed_actions": executed, "n_executed": n,
-                "success": self._success, "episode_length": self._length}
+                "success": self._success, "episode_length": self._length, "fault": self._fault}
         terminated, truncated = self._flags
         return self._stacked(), float(rewards.sum()), terminated, truncated, info
 
