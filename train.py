@@ -10,8 +10,8 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import zprl.common.config  # noqa: F401  (registers our OmegaConf resolvers)
-from zprl.common.errors import find_user_error
+from zprl.common.config import command_line_error  # (also registers our OmegaConf resolvers)
+from zprl.common.errors import NonFiniteLoss, find_user_error
 from zprl.workspace.cleanup import remove_if_only_hydra_files
 
 
@@ -25,6 +25,9 @@ def main(cfg: DictConfig) -> None:
     try:
         workspace = workspace_cls(cfg, output_dir=output_dir)
         workspace.run()
+    except NonFiniteLoss as err:  # one line: the step, the loss term and the checkpoint to resume from
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
     except Exception as err:
         user_error = find_user_error(err)
         if user_error is None:
@@ -36,4 +39,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refusal = command_line_error(sys.argv[1:])  # before Hydra writes anything
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        sys.exit(2)
     main()

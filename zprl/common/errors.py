@@ -9,6 +9,11 @@ class UserInputError(Exception):
     """
 
 
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN/inf loss. The message is one line naming the step and the loss term;
+    the run stopped before the bad value reached a checkpoint, so latest.ckpt is the last good state."""
+
+
 def run_cli(main, *args, **kwargs):
     """Call ``main`` and turn a UserInputError into one line on stderr and exit status 2."""
     import sys

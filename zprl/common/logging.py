@@ -20,7 +20,10 @@ class JsonLinesLogger:
         self.path, self.step_key = path, step_key
         self._file = None
 
-    def start(self, resume_step: int | None = None) -> "JsonLinesLogger":
+    def start(self, resume_step: int | None = None, fresh: bool = False) -> "JsonLinesLogger":
+        """resume_step: keep the records up to it; fresh: begin an empty file."""
+        if fresh and os.path.exists(self.path):
+            os.remove(self.path)
         if resume_step is not None and os.path.exists(self.path):
             kept = []
             with open(self.path) as f:

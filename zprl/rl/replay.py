@@ -90,10 +90,14 @@ class EmbeddingReplayBuffer:
     # ---- persistence ------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """The filled rows only (a view-free copy, so torch.save does not write the empty tail)."""
+        """The filled rows only, without copying them on CPU: each field is a tensor over the
+        storage's first ``size`` rows (numpy view -> tensor, so torch.save writes those rows and
+        not the empty tail), so saving a checkpoint does not double the buffer's memory."""
         def filled(t):
-            if self.size == self.capacity and t.device.type == "cpu":
-                return t  # already exactly the filled rows; no copy for a full buffer
+            if t.device.type == "cpu" and self.size == self.capacity:
+                return t
+            if t.device.type == "cpu" and t.dtype != torch.bfloat16:  # (numpy has no bfloat16)
+                return torch.from_numpy(t.numpy()[: self.size])
             return t[: self.size].to("cpu", copy=True)
         return {"capacity": self.capacity, "ptr": self.ptr, "size": self.size,
                 "shapes": {k: list(shape) for k, (shape, _) in self.shapes.items()},

@@ -7,7 +7,9 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
-from zprl.common.checkpoint import atomic_save, load_checkpoint
+from zprl.common.checkpoint import atomic_save, load_checkpoint, remove_partial_saves
+from zprl.common.config import reused_run_dir_message
+from zprl.common.errors import UserInputError
 from zprl.common.logging import JsonLinesLogger, init_wandb, setup_text_log
 
 log = logging.getLogger("zprl")
@@ -62,10 +64,19 @@ class BaseWorkspace:
         return atomic_save(payload, path or self.latest_path)
 
     def resume_if_requested(self) -> dict | None:
-        """With training.resume=True and a latest.ckpt in the output dir, restore it exactly."""
-        if not self.cfg.training.get("resume", False) or not os.path.isfile(self.latest_path):
+        """With training.resume=True and a latest.ckpt in the output dir, restore it exactly.
+
+        Without it, an output dir that already holds a run is refused (before anything is written):
+        continuing it by accident would mix two runs' logs and overwrite its checkpoints."""
+        exists = os.path.isfile(self.latest_path)
+        if not self.cfg.training.get("resume", False):
+            if exists:
+                raise UserInputError(reused_run_dir_message(self.output_dir))
             return None
-        payload = load_checkpoint(self.latest_path)
+        if not exists:
+            return None
+        remove_partial_saves(self.checkpoint_dir)
+        payload = load_checkpoint(self.latest_path, mmap=True)  # the replay buffer is copied in page by page
         self.check_resumable(payload)
         self.load_state_dict(payload["state"])
         log.info("resumed from %s", self.latest_path)
@@ -80,7 +91,8 @@ class BaseWorkspace:
         os.makedirs(os.path.join(self.output_dir, "media"), exist_ok=True)
         setup_text_log(os.path.join(self.output_dir, "train.log"))
         self.json_logger = JsonLinesLogger(os.path.join(self.output_dir, "logs.json.txt"), self.step_key)
-        self.json_logger.start(resume_step if resume_payload is not None else None)
+        # a fresh start (also after a kill before the first checkpoint) begins a new log
+        self.json_logger.start(resume_step if resume_payload is not None else None, fresh=resume_payload is None)
         run_id = resume_payload.get("wandb_id") if resume_payload else None
         self.wandb_run = init_wandb(self.cfg.logging, self.output_dir,
                                     OmegaConf.to_container(self.cfg, resolve=True), run_id=run_id)
@@ -94,3 +106,11 @@ class BaseWorkspace:
             self.json_logger.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
+
+
+def last_good_state(latest_path: str) -> str:
+    """What a run stopped by a fault leaves to continue from, as the end of its one-line message."""
+    if os.path.isfile(latest_path):
+        return f"The last good checkpoint is {latest_path}: rerun with training.resume=True to continue from it."
+    return "No checkpoint had been written yet: rerun to start over."
+

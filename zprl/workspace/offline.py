@@ -13,8 +13,10 @@ import tqdm
 from omegaconf import DictConfig, open_dict
 
 from zprl.common.checkpoint import TopKCheckpoints
+from zprl.common.device import checked_device
+from zprl.common.errors import NonFiniteLoss
 from zprl.common.seeding import get_rng_states, set_rng_states, set_seed
-from zprl.workspace.base import BaseWorkspace
+from zprl.workspace.base import BaseWorkspace, last_good_state
 
 log = logging.getLogger("zprl")
 
@@ -48,6 +50,7 @@ class OfflineWorkspace(BaseWorkspace):
         super().__init__(cfg, output_dir)
         if cfg.training.debug:
             apply_debug_overrides(cfg)
+        checked_device(cfg.training.device)
         set_seed(cfg.training.seed)
         self.model = hydra.utils.instantiate(cfg.policy)
         self.ema_model = copy.deepcopy(self.model) if cfg.training.use_ema else None
@@ -108,7 +111,7 @@ class OfflineWorkspace(BaseWorkspace):
         train_loader = torch.utils.data.DataLoader(dataset, **cfg.dataloader)
         val_loader = torch.utils.data.DataLoader(val_dataset, **cfg.val_dataloader) if len(val_dataset) else None
         normalizer = dataset.get_normalizer()
-        device = torch.device(cfg.training.device)
+        device = checked_device(cfg.training.device)
         self.model.set_normalizer(normalizer)
         self.model.to(device)
         if self.ema_model is not None:
@@ -127,32 +130,36 @@ class OfflineWorkspace(BaseWorkspace):
         self.topk = TopKCheckpoints(self.checkpoint_dir, k=tk.k, mode=tk.mode, format_str=tk.format_str)
 
         resumed = self.resume_if_requested()
+        if resumed is not None:
+            self.topk.prune()  # files a kill left between a top-k save and the checkpoint naming it
         _optimizer_to(self.optimizer, device)
         self.start_logging(resumed, self.global_step - 1 if resumed else None)
         log.info("output dir %s; %d training samples, %d validation samples", self.output_dir, len(dataset), len(val_dataset))
         env_runner = hydra.utils.instantiate(cfg.task.env_runner, output_dir=self.output_dir, env_meta=env_meta)
 
         last = {}
-        while self.epoch < cfg.training.num_epochs:
-            epoch_log = self._train_epoch(train_loader, device, steps_per_epoch)
-            policy = self.model
-            if self.ema is not None:
-                policy = self.ema.copy_to(self.ema_model)  # rollouts, validation and checkpoints use EMA weights
-            policy.eval()
-            # Periodic work happens after every k-th completed epoch and after the last one.
-            if val_loader is not None and self._due(cfg.training.val_every):
-                epoch_log["val_loss"] = self._validate(policy, val_loader, device)
-            if self._due(cfg.training.rollout_every):
-                epoch_log.update(self._rollout(env_runner, policy))
-            policy.train()
-            is_ckpt_epoch = self._due(cfg.training.checkpoint_every)
-            self.epoch += 1
-            self.log_metrics(epoch_log, step=self.global_step)
-            if is_ckpt_epoch:
-                self._checkpoint(epoch_log)
-            last = epoch_log
-        env_runner.close()
-        self.finish_logging()
+        try:
+            while self.epoch < cfg.training.num_epochs:
+                epoch_log = self._train_epoch(train_loader, device, steps_per_epoch)
+                policy = self.model
+                if self.ema is not None:
+                    policy = self.ema.copy_to(self.ema_model)  # rollouts, validation and checkpoints use EMA weights
+                policy.eval()
+                # Periodic work happens after every k-th completed epoch and after the last one.
+                if val_loader is not None and self._due(cfg.training.val_every):
+                    epoch_log["val_loss"] = self._validate(policy, val_loader, device)
+                if self._due(cfg.training.rollout_every):
+                    epoch_log.update(self._rollout(env_runner, policy))
+                policy.train()
+                is_ckpt_epoch = self._due(cfg.training.checkpoint_every)
+                self.epoch += 1
+                self.log_metrics(epoch_log, step=self.global_step)
+                if is_ckpt_epoch:
+                    self._checkpoint(epoch_log)
+                last = epoch_log
+        finally:
+            env_runner.close()
+            self.finish_logging()
         return last
 
     def _due(self, every: int) -> bool:
@@ -168,6 +175,8 @@ class OfflineWorkspace(BaseWorkspace):
             for i, batch in enumerate(bar):
                 batch = to_device(batch, device)
                 loss, metrics = self.model.compute_loss(batch)
+                if not torch.isfinite(loss):  # stop before it reaches the weights; latest.ckpt stays the last good one
+                    raise NonFiniteLoss(self._non_finite_message(loss, metrics))
                 (loss / accumulate).backward()
                 if self.global_step % accumulate == 0:
                     self.optimizer.step()
@@ -187,6 +196,12 @@ class OfflineWorkspace(BaseWorkspace):
                     break
         step_log["train_loss"] = sum(losses) / max(len(losses), 1)
         return step_log
+
+    def _non_finite_message(self, loss, metrics) -> str:
+        terms = [f"train/{k}={float(v)}" for k, v in metrics.items() if not math.isfinite(float(v))]
+        return (f"non-finite loss at global step {self.global_step} (epoch {self.epoch}): train_loss={float(loss)}"
+                f"{' from ' + ', '.join(terms) if terms else ''}; stopped before the weights changed. "
+                + last_good_state(self.latest_path))
 
     @torch.no_grad()
     def _validate(self, policy, loader, device) -> float:
@@ -211,13 +226,16 @@ class OfflineWorkspace(BaseWorkspace):
         return out
 
     def _checkpoint(self, epoch_log: dict) -> None:
-        # Decide the top-k slot first so that latest.ckpt carries the updated table.
+        # The top-k slot is decided first, so latest.ckpt carries the updated table; the new top-k
+        # file is written before latest.ckpt names it and the displaced one is deleted after, so a
+        # kill anywhere leaves a table whose files exist (an extra file is pruned on resume).
         monitor = self.cfg.checkpoint.topk.monitor_key
         topk_path = self.topk.path_for(self.epoch - 1, float(epoch_log[monitor])) if monitor in epoch_log else None
-        if self.cfg.checkpoint.save_last_ckpt:
-            self.save_checkpoint()
         if topk_path is not None:
             self.save_checkpoint(topk_path)
+        if self.cfg.checkpoint.save_last_ckpt:
+            self.save_checkpoint()
+        self.topk.prune()
 
 
 def read_env_meta(dataset_path: str) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import copy
 import logging
+import math
 import os
 import time
 
@@ -29,7 +30,8 @@ from gymnasium.vector import AutoresetMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zprl.common.checkpoint import atomic_save, file_sha256
-from zprl.common.errors import UserInputError
+from zprl.common.device import checked_device
+from zprl.common.errors import NonFiniteLoss, UserInputError
 from zprl.common.seeding import get_rng_states, set_rng_states, set_seed
 from zprl.env.vector_env import RolloutEnvConfig, make_vector_env, step_info
 from zprl.policy.checkpoint import load_base_policy
@@ -38,11 +40,17 @@ from zprl.policy.steering import Encoded
 from zprl.rl.chunk import discounted_chunk_reward, env_steps
 from zprl.rl.replay import EmbeddingReplayBuffer
 from zprl.rl.smoothness import SmoothnessTracker
-from zprl.workspace.base import BaseWorkspace
+from zprl.workspace.base import BaseWorkspace, last_good_state
 
 log = logging.getLogger("zprl")
 
+# first seed of the episodes that replace ones lost to env faults (training seeds count up from
+# online_task.train_start_seed, evaluation seeds from 100000)
+FAULT_SEED_BASE = 10 ** 9
+
 # The loop's own state besides counters, SAC, replay and RNGs: what one iteration leaves for the next.
+# SAC's losses: a non-finite one stops the run (NonFiniteLoss)
+LOSS_TERMS = ("critic_loss", "actor_loss", "alpha_loss")
 LOOP_STATE = ("collected", "pending", "metrics", "recent_success", "warm", "next_log", "next_eval", "next_ckpt",
               "last_eval")
 
@@ -88,6 +96,25 @@ def obs_to_torch(obs: dict, device, dtype=torch.float32) -> dict:
     return {k: torch.as_tensor(np.asarray(v), device=device, dtype=dtype) for k, v in obs.items()}
 
 
+def check_base_fits_task(online_task, base_cfg, env_meta: dict, base_ckpt: str) -> None:
+    """The base policy must have been trained on this online task's robosuite env and observation
+    type (a lift base cannot be steered on can, nor a low-dim base on image observations)."""
+    from zprl.env.robomimic_env import ENV_NAMES
+
+    want_env = ENV_NAMES.get(str(online_task.task))
+    have_env = env_meta.get("env_name")
+    trained = base_cfg.get("task", {}).get("name", have_env)
+    if want_env is not None and have_env != want_env:
+        raise UserInputError(f"online_task.base_ckpt={base_ckpt} was trained on {trained} (robosuite {have_env}), "
+                             f"but online_task={online_task.name} runs {want_env}; pass a base checkpoint of "
+                             f"{online_task.task} or the online_task of {trained}")
+    images = any(m.get("type") == "rgb" for m in base_cfg.shape_meta.obs.values())
+    if images != ("image" in str(online_task.name)):
+        raise UserInputError(f"online_task.base_ckpt={base_ckpt} uses {'image' if images else 'low-dim'} "
+                             f"observations ({trained}) but online_task={online_task.name} does not; pass the "
+                             f"matching online_task (..._{'image' if images else 'lowdim'}_abs)")
+
+
 class OnlineWorkspace(BaseWorkspace):
     step_key = "agent_steps"
 
@@ -97,14 +124,20 @@ class OnlineWorkspace(BaseWorkspace):
             apply_debug_overrides(cfg)
         if cfg.training.bootstrap not in ("never", "truncation"):
             raise UserInputError(f"training.bootstrap={cfg.training.bootstrap!r} must be 'never' or 'truncation'")
+        self.device = checked_device(cfg.training.device)
         set_seed(cfg.training.seed)
-        self.device = torch.device(cfg.training.device)
         base_ckpt = cfg.online_task.base_ckpt
         policy, self.base_cfg, payload = load_base_policy(base_ckpt, device=self.device)
         self.base_ckpt_path = os.path.abspath(base_ckpt)
         self.base_ckpt_sha256 = file_sha256(base_ckpt)
         self.env_meta = payload["state"]["env_meta"]
+        check_base_fits_task(cfg.online_task, self.base_cfg, self.env_meta, base_ckpt)
         if cfg.online_task.n_action_steps is not None:
+            room = policy.horizon - policy.n_obs_steps + 1
+            if not 1 <= int(cfg.online_task.n_action_steps) <= room:
+                raise UserInputError(f"online_task.n_action_steps={cfg.online_task.n_action_steps}: must be between 1 "
+                                     f"and {room} (the base policy's horizon {policy.horizon}, n_obs_steps "
+                                     f"{policy.n_obs_steps}); or null for the trained {policy.n_action_steps}")
             policy.n_action_steps = int(cfg.online_task.n_action_steps)
         self.n_action_steps = policy.n_action_steps
         self.steering = hydra.utils.instantiate(cfg.steering, policy=policy)
@@ -120,6 +153,7 @@ class OnlineWorkspace(BaseWorkspace):
         self.episodes_done = 0
         self.successes_done = 0
         self.updates = 0
+        self.env_faults = 0  # training episodes lost to an env fault (counted apart from the episodes)
         # the loop's state (LOOP_STATE): all of it is in the checkpoint
         self.collected = 0        # transitions collected in the current round of training_freq
         self.pending = 0          # updates owed and not run yet
@@ -175,7 +209,11 @@ class OnlineWorkspace(BaseWorkspace):
         n_obs_steps = self.steering.policy.n_obs_steps
         train_cfg = RolloutEnvConfig(env_meta=self.env_meta, shape_meta=shape_meta, n_obs_steps=n_obs_steps,
                                      n_action_steps=self.n_action_steps, max_steps=o.max_steps, render_size=None)
-        self.envs = make_vector_env(train_cfg, o.n_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        # a worker that dies, raises or hangs is replaced and its episode counted as a fault (truncated);
+        # replacements start from seeds no training episode uses
+        self.envs = make_vector_env(train_cfg, o.n_envs, autoreset_mode=AutoresetMode.SAME_STEP, restart_failed=True,
+                                    step_timeout=self.cfg.training.get("env_step_timeout_s"),
+                                    restart_seed=lambda index, restarts: FAULT_SEED_BASE + restarts)
         self.evaluator = hydra.utils.instantiate(self.cfg.evaluator, _partial_=True)(
             output_dir=self.output_dir, env_meta=self.env_meta, shape_meta=shape_meta, n_obs_steps=n_obs_steps,
             n_action_steps=self.n_action_steps)
@@ -195,9 +233,13 @@ class OnlineWorkspace(BaseWorkspace):
             self.enc = self.steering.encode(obs_to_torch(obs, self.device))
             return
         self.envs.set_attr("restore_record", self._in_flight["episodes"])
-        self.envs.call("restore_episode")  # replays each episode to where it was (checks its sim state)
-        self.enc = Encoded(self._in_flight["enc_state"].to(self.device),
-                           {k: v.to(self.device) for k, v in self._in_flight["enc_parts"].items()})
+        lengths = self.envs.call("restore_episode")  # replays each episode to where it was (checks its sim state)
+        lost = [i for i, n in enumerate(lengths) if n is None]
+        if lost:  # (a worker whose replay missed its recorded state is replaced at the next step, as a fault)
+            log.warning("training env(s) %s could not replay their episode in flight: they start new ones, "
+                        "counted as env faults; the rest of the resume is exact", lost)
+        self.enc = Encoded(self._in_flight["enc_state"].to(self.device).clone(),
+                           {k: v.to(self.device).clone() for k, v in self._in_flight["enc_parts"].items()})
         self._in_flight = None
 
     def _schedule(self) -> None:
@@ -237,18 +279,23 @@ class OnlineWorkspace(BaseWorkspace):
         reward = discounted_chunk_reward(info["chunk_rewards"], self.cfg.sac.gamma_step)
         term, trunc = np.asarray(term), np.asarray(trunc)
         done = term | trunc
+        # a fault (worker replaced, non-finite step) truncated that env's episode: no transition is kept
+        fault = np.asarray(info["fault"], bool)
         next_enc = self.steering.encode(obs_to_torch(obs, self.device))
-        next_state, terminal = self._bootstrap_view(next_enc.state, done, term, trunc, raw_info, obs)
-        self.buffer.add(enc.state, rl_action, torch.as_tensor(reward, dtype=torch.float32), next_state,
-                        torch.as_tensor(terminal))
+        next_state, terminal = self._bootstrap_view(next_enc.state, done, term, trunc & ~fault, raw_info, obs)
+        rows = (enc.state, rl_action, torch.as_tensor(reward, dtype=torch.float32), next_state, torch.as_tensor(terminal))
+        if fault.any():
+            rows = tuple(r[torch.as_tensor(~fault, device=r.device)] for r in rows)
+        self.buffer.add(*rows)
         self.metrics.update(self.steering.diagnostics(enc, rl_action))
         n_exec = np.asarray(info["n_executed"])
         self.smooth.add(np.asarray(info["executed_actions"]), n_exec, done)
-        self._count_episodes(np.asarray(info["success"]), done)
+        self._count_episodes(np.asarray(info["success"]), done & ~fault)
+        self.env_faults += int(fault.sum())
         self.enc = next_enc
         self.agent_steps += o.n_envs
         self.executed_env_steps += int(n_exec.sum())
-        self.collected += o.n_envs
+        self.collected += int((~fault).sum())
 
     def _bootstrap_view(self, next_state, done, term, trunc, raw_info, obs):
         """(next_state, terminal) as stored. bootstrap=never: every episode end is terminal.
@@ -256,6 +303,7 @@ class OnlineWorkspace(BaseWorkspace):
         SAME_STEP autoreset ``obs`` holds the new episode's first frame)."""
         if self.cfg.training.bootstrap != "truncation" or not (trunc & ~term).any():
             return next_state, done.astype(np.float32)
+        # (a fault's truncation is not passed in as one: its episode has no final frame to bootstrap from)
         idx = np.flatnonzero(trunc & ~term)
         final = {k: np.stack([raw_info["final_obs"][i][k] for i in idx]) for k in obs}
         next_state = next_state.clone()
@@ -314,6 +362,11 @@ class OnlineWorkspace(BaseWorkspace):
         sums = {}
         for _ in range(n_updates):
             m = self.sac.update(self.buffer.sample(self.cfg.training.batch_size, generator=self.sample_generator))
+            bad = [f"sac/{k}={m[k]}" for k in LOSS_TERMS if k in m and not math.isfinite(m[k])]
+            if bad:  # no checkpoint is written from here on: latest.ckpt stays the last good state
+                raise NonFiniteLoss(f"non-finite loss at update {self.updates + 1} (agent step {self.agent_steps}, "
+                                    f"env step {self.env_steps}): {', '.join(bad)}; stopped. "
+                                    + last_good_state(self.latest_path))
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             self.updates += 1
@@ -331,6 +384,8 @@ class OnlineWorkspace(BaseWorkspace):
         if self.recent_success:
             record["train/success_rate"] = float(np.mean(self.recent_success))
             self.recent_success = []
+        if self.env_faults:  # (only once there was one: runs without faults log what they always did)
+            record["train/env_faults"] = self.env_faults
         if len(self.success_last100) == self.success_last100.maxlen:  # only once 100 episodes have finished
             record["train/success_rate_last100"] = float(np.mean(self.success_last100))
         record["alpha"] = float(self.sac.alpha)
@@ -382,7 +437,8 @@ class OnlineWorkspace(BaseWorkspace):
             "replay": self.buffer.state_dict() if with_buffer else None,
             "sample_generator": self.sample_generator.get_state(),
             "counters": {"agent_steps": self.agent_steps, "executed_env_steps": self.executed_env_steps,
-                         "episodes": self.episodes_done, "successes": self.successes_done, "updates": self.updates},
+                         "episodes": self.episodes_done, "successes": self.successes_done, "updates": self.updates,
+                         "env_faults": self.env_faults},
             "success_last100": [bool(x) for x in self.success_last100],
             "loop": {**{name: getattr(self, name) for name in LOOP_STATE},
                      "smoothness": {k: v for k, v in vars(self.smooth).items()}},
@@ -396,7 +452,11 @@ class OnlineWorkspace(BaseWorkspace):
         encoded current observations: what resume needs to continue those very episodes."""
         if self.envs is None or self.enc is None:
             return None
-        return {"episodes": list(self.envs.call("episode_record")),
+        episodes = list(self.envs.call("episode_record"))
+        if any(e is None for e in episodes):  # a worker died since the last step: resume would start fresh
+            log.warning("an env worker did not answer for the checkpoint; a resume from it starts fresh episodes")
+            return None
+        return {"episodes": episodes,
                 "enc_state": self.enc.state.cpu(), "enc_parts": {k: v.cpu() for k, v in self.enc.parts.items()}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -411,13 +471,15 @@ class OnlineWorkspace(BaseWorkspace):
         c = state["counters"]
         self.agent_steps, self.executed_env_steps = c["agent_steps"], c["executed_env_steps"]
         self.episodes_done, self.successes_done, self.updates = c["episodes"], c["successes"], c["updates"]
+        self.env_faults = c.get("env_faults", 0)
         self.success_last100.clear()
         self.success_last100.extend(state.get("success_last100", []))  # absent in older checkpoints
         loop = state.get("loop")  # absent in older checkpoints: a new round, fresh episodes
         if loop is not None:
             for name in LOOP_STATE:
                 setattr(self, name, copy.deepcopy(loop[name]))
-            self.smooth.__dict__.update(copy.deepcopy(loop["smoothness"]))
+            if len(loop["smoothness"]["history"]) == len(self.smooth.history):  # (same n_envs)
+                self.smooth.__dict__.update(copy.deepcopy(loop["smoothness"]))
         in_flight = state.get("in_flight")
         if in_flight is not None and len(in_flight["episodes"]) != self.cfg.online_task.n_envs:
             log.warning("the checkpoint has %d training episodes in flight, this run has online_task.n_envs=%d: "
