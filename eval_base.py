@@ -24,11 +24,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from zprl.policy.checkpoint import load_base_policy
-    from zprl.common.device import checked_device
+    from zprl.devices import resolve_device
     from zprl.workspace.evaluate import check_output_dir, evaluate
 
     check_output_dir(args.output_dir)
-    checked_device(args.device, "-d")
+    resolve_device(args.device, "-d")
     policy, cfg, payload = load_base_policy(args.checkpoint, device=args.device)
     horizon_room = policy.horizon - policy.n_obs_steps + 1
     if args.n_action_steps is not None:

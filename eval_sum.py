@@ -24,11 +24,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from zprl.policy.steered import load_steered_policy
-    from zprl.common.device import checked_device
+    from zprl.devices import resolve_device
     from zprl.workspace.evaluate import check_output_dir, evaluate
 
     check_output_dir(args.output_dir)
-    checked_device(args.device, "-d")
+    resolve_device(args.device, "-d")
     policy, base_cfg, state = load_steered_policy(args.checkpoint, device=args.device, base_ckpt=args.base_ckpt)
     log = evaluate(policy, base_cfg.task.env_runner, state["env_meta"], args.output_dir, args.n_episodes,
                    n_vis=args.n_vis, n_action_steps=state["n_action_steps"], n_envs=args.n_envs,

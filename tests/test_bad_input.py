@@ -111,7 +111,7 @@ def test_base_checkpoint_of_another_task(tiny_base_ckpt, tmp_path):
 
 @pytest.mark.parametrize("override, needles", [
     ({"online_task.n_action_steps": 17}, ["online_task.n_action_steps=17", "between 1 and 16"]),
-    ({"training.device": "gpu"}, ["training.device='gpu' is not a device name", "cpu or cuda:N"]),
+    ({"training.device": "gpu"}, ["training.device='gpu' is not a torch device", "use cpu, cuda:N"]),
     ({"training.device": missing_device()}, [f"training.device={missing_device()}"]),
     ({"training.bootstrap": "always"}, ["training.bootstrap='always'", "'never' or 'truncation'"]),
 ], ids=["n_action_steps", "device_name", "device_missing", "bootstrap"])
@@ -191,7 +191,7 @@ def test_eval_entry_points(tiny_base_ckpt, tmp_path):
 
     out = str(tmp_path / "eval")
     refused(lambda: eval_base.main(["-c", tiny_base_ckpt, "-o", out, "-d", missing_device()]),
-            f"-d {missing_device()}")
+            f"-d={missing_device()}")
     refused(lambda: eval_base.main(["-c", tiny_base_ckpt, "-o", out, "-d", "cpu", "-t", "17"]),
             "-t 17", "between 1 and 16")
     refused(lambda: eval_sum.main(["-c", tiny_base_ckpt, "-o", out, "-d", "cpu"]),

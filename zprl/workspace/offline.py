@@ -13,9 +13,9 @@ import tqdm
 from omegaconf import DictConfig, open_dict
 
 from zprl.common.checkpoint import TopKCheckpoints
-from zprl.common.device import checked_device
 from zprl.common.errors import NonFiniteLoss
 from zprl.common.seeding import get_rng_states, set_rng_states, set_seed
+from zprl.devices import resolve_device
 from zprl.workspace.base import BaseWorkspace, last_good_state
 
 log = logging.getLogger("zprl")
@@ -50,7 +50,7 @@ class OfflineWorkspace(BaseWorkspace):
         super().__init__(cfg, output_dir)
         if cfg.training.debug:
             apply_debug_overrides(cfg)
-        checked_device(cfg.training.device)
+        resolve_device(cfg.training.device)  # before anything is built or written
         set_seed(cfg.training.seed)
         self.model = hydra.utils.instantiate(cfg.policy)
         self.ema_model = copy.deepcopy(self.model) if cfg.training.use_ema else None
@@ -111,7 +111,7 @@ class OfflineWorkspace(BaseWorkspace):
         train_loader = torch.utils.data.DataLoader(dataset, **cfg.dataloader)
         val_loader = torch.utils.data.DataLoader(val_dataset, **cfg.val_dataloader) if len(val_dataset) else None
         normalizer = dataset.get_normalizer()
-        device = checked_device(cfg.training.device)
+        device = resolve_device(cfg.training.device)
         self.model.set_normalizer(normalizer)
         self.model.to(device)
         if self.ema_model is not None:

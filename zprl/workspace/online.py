@@ -30,9 +30,9 @@ from gymnasium.vector import AutoresetMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zprl.common.checkpoint import atomic_save, file_sha256
-from zprl.common.device import checked_device
 from zprl.common.errors import NonFiniteLoss, UserInputError
 from zprl.common.seeding import get_rng_states, set_rng_states, set_seed
+from zprl.devices import resolve_device
 from zprl.env.vector_env import RolloutEnvConfig, make_vector_env, step_info
 from zprl.policy.checkpoint import load_base_policy
 from zprl.policy.steered import SteeredPolicy
@@ -124,7 +124,7 @@ class OnlineWorkspace(BaseWorkspace):
             apply_debug_overrides(cfg)
         if cfg.training.bootstrap not in ("never", "truncation"):
             raise UserInputError(f"training.bootstrap={cfg.training.bootstrap!r} must be 'never' or 'truncation'")
-        self.device = checked_device(cfg.training.device)
+        self.device = resolve_device(cfg.training.device)
         set_seed(cfg.training.seed)
         base_ckpt = cfg.online_task.base_ckpt
         policy, self.base_cfg, payload = load_base_policy(base_ckpt, device=self.device)
