@@ -119,3 +119,26 @@ def test_offline_kill9_and_resume_gives_the_uninterrupted_run(lift_lowdim_abs_fi
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
     assert a["topk"] == b["topk"]
+
+
+@pytest.mark.slow
+def test_same_seed_same_records_online(tiny_base_ckpt, online_straight, tmp_path):
+    """Determinism: a second run with the same seed logs the same records (and the same SAC weights)."""
+    again = train_cli(ONLINE_CONFIG, tiny_online_overrides(tiny_base_ckpt, **ONLINE), tmp_path / "again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert_same_records(run_records(online_straight), run_records(tmp_path / "again"))
+    a = load_checkpoint(online_straight / "checkpoints" / "latest.ckpt")["state"]["sac"]["actor"]
+    b = load_checkpoint(tmp_path / "again" / "checkpoints" / "latest.ckpt")["state"]["sac"]["actor"]
+    assert all(torch.equal(t, b[k]) for k, t in a.items())
+
+
+@pytest.mark.slow
+def test_same_seed_same_records_offline(lift_lowdim_abs_file, tmp_path):
+    from conftest import run_offline
+
+    run_offline(lift_lowdim_abs_file, tmp_path / "a")
+    run_offline(lift_lowdim_abs_file, tmp_path / "b")
+    assert_same_records(run_records(tmp_path / "a"), run_records(tmp_path / "b"))
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "latest.ckpt")["state"]["model"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.ckpt")["state"]["model"]
+    assert all(torch.equal(t, b[k]) for k, t in a.items())
