@@ -10,8 +10,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ONLINE_CONFIG
-from test_online_workspace import online_overrides
+from conftest import ONLINE_CONFIG, tiny_online_overrides
 
 
 def compose_with_hydra(overrides):
@@ -100,7 +99,7 @@ def test_local_launcher_sweep_runs_each_job_apart_and_reports(tiny_base_ckpt, tm
     them: own process, own output directory, own W&B run in the sweep's group; the report reads the sweep."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep_dir = tmp_path / "sweep"
-    overrides = [o for o in online_overrides(tiny_base_ckpt, **{"logging.mode": "offline"})]
+    overrides = [o for o in tiny_online_overrides(tiny_base_ckpt, **{"logging.mode": "offline"})]
     cmd = [sys.executable, os.path.join(repo_root, "train.py"), "--multirun", f"--config-name={ONLINE_CONFIG}",
            "+sweep=steering_seeds", "hydra/launcher=zprl_local", "steering=zprl,noise", "training.seed=0",
            f"hydra.sweep.dir={sweep_dir}", "training.num_threads=1", *overrides]
