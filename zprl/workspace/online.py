@@ -208,7 +208,9 @@ class OnlineWorkspace(BaseWorkspace):
         shape_meta = OmegaConf.to_container(self.base_cfg.shape_meta, resolve=True)
         n_obs_steps = self.steering.policy.n_obs_steps
         train_cfg = RolloutEnvConfig(env_meta=self.env_meta, shape_meta=shape_meta, n_obs_steps=n_obs_steps,
-                                     n_action_steps=self.n_action_steps, max_steps=o.max_steps, render_size=None)
+                                     n_action_steps=self.n_action_steps, max_steps=o.max_steps, render_size=None,
+                                     # image tasks render in the workers: on the policy's GPU, as the evaluator's
+                                     render_device=str(self.device) if self.device.type == "cuda" else None)
         # a worker that dies, raises or hangs is replaced and its episode counted as a fault (truncated);
         # replacements start from seeds no training episode uses
         self.envs = make_vector_env(train_cfg, o.n_envs, autoreset_mode=AutoresetMode.SAME_STEP, restart_failed=True,
