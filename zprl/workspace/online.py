@@ -170,6 +170,7 @@ class OnlineWorkspace(BaseWorkspace):
         self.envs = self.evaluator = None
         # run time, summed over resumed segments: (wall, CPU) at this segment's start and before it
         self._clock_start, self._clock_offset = (time.monotonic(), process_cpu_seconds()), (0.0, 0.0)
+        self._cpu_reported = 0.0
 
     @property
     def env_steps(self) -> int:
@@ -398,8 +399,11 @@ class OnlineWorkspace(BaseWorkspace):
         """``time/wall_s`` and ``time/cpu_s`` of the run so far (resumed segments summed); CPU time
         counts this process and its env worker processes, so cpu_s / wall_s is the cores it kept busy."""
         (wall0, cpu0), (wall_off, cpu_off) = self._clock_start, self._clock_offset
-        return {"time/wall_s": wall_off + time.monotonic() - wall0,
-                "time/cpu_s": cpu_off + process_cpu_seconds() - cpu0}
+        # A worker that exited but is not yet reaped is in neither of process_cpu_seconds' sums, so
+        # the raw figure can step back; the reported clock never does.
+        cpu = max(cpu_off + process_cpu_seconds() - cpu0, self._cpu_reported)
+        self._cpu_reported = cpu
+        return {"time/wall_s": wall_off + time.monotonic() - wall0, "time/cpu_s": cpu}
 
     def _evaluate(self, base_only: bool = False) -> dict:
         import wandb
@@ -491,6 +495,7 @@ class OnlineWorkspace(BaseWorkspace):
         saved = state.get("time", {})
         self._clock_start = (time.monotonic(), process_cpu_seconds())
         self._clock_offset = (float(saved.get("time/wall_s", 0.0)), float(saved.get("time/cpu_s", 0.0)))
+        self._cpu_reported = self._clock_offset[1]
         set_rng_states(state["rng"])
 
     def save_step_checkpoint(self) -> str:
