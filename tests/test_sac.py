@@ -111,6 +111,29 @@ def test_critic_ensemble_shape_range_and_independent_members():
     assert (q[0] - q[1]).abs().max() > 1e-3  # members are initialized independently
 
 
+def test_critic_members_and_split_first_layer_compute_each_members_mlp():
+    # member i is the plain MLP [s, a] -> gelu(W1) -> gelu(W2) -> sigmoid(W3) with its own weights,
+    # whether the ensemble is evaluated whole or only some members (the TD target's subset)
+    torch.manual_seed(0)
+    critic = CriticEnsemble(S, A, n_critics=5, hidden=(32, 32))
+    state, action = torch.randn(17, S), torch.rand(17, A)
+    x = torch.cat([state, action], -1)
+    want = []
+    for i in range(5):
+        h = x
+        for layer in critic.hidden:
+            h = torch.nn.functional.gelu(h @ layer.weight[i] + layer.bias[i])
+        want.append(torch.sigmoid(h @ critic.out.weight[i] + critic.out.bias[i]).squeeze(-1))
+    want = torch.stack(want)
+    torch.testing.assert_close(critic(state, action), want)
+    members = torch.tensor([3, 0])
+    torch.testing.assert_close(critic(state, action, members=members), want[members])
+    # the actor's pass: gradient reaches the action, none is asked of the state
+    action.requires_grad_(True)
+    critic(state, action).mean().backward()
+    assert action.grad is not None and action.grad.abs().sum() > 0 and state.grad is None
+
+
 def test_critic_updates_lower_td_error_on_a_fixed_batch():
     torch.manual_seed(0)
     sac = make_sac(critic_lr=1e-3)

@@ -99,22 +99,34 @@ class EnsembleLinear(nn.Module):
 
 
 class CriticEnsemble(nn.Module):
-    """n_critics Q(s, a) MLPs evaluated together; Q = sigmoid(logit) in [0, 1] for 0/1 rewards."""
+    """n_critics Q(s, a) MLPs evaluated together; Q = sigmoid(logit) in [0, 1] for 0/1 rewards.
+
+    The first layer is applied to the state and action parts separately (same weights, same sum):
+    where only the action needs a gradient (the actor loss), backpropagation then stops at the
+    action's few columns instead of the whole (state, action) input. ``members`` evaluates only
+    those members (the TD target uses 2 of 10), at a fraction of the cost.
+    """
 
     def __init__(self, state_dim: int, action_dim: int, n_critics: int = 2,
                  hidden: Sequence[int] = (256, 256, 256)):
         super().__init__()
-        self.n_critics = n_critics
+        self.n_critics, self.state_dim = n_critics, state_dim
         dims = [state_dim + action_dim, *hidden]
         self.hidden = nn.ModuleList(EnsembleLinear(n_critics, i, o) for i, o in zip(dims[:-1], dims[1:]))
         self.out = EnsembleLinear(n_critics, dims[-1], 1)
 
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """(n_critics, B) Q values."""
-        x = torch.cat([state, action], dim=-1).unsqueeze(0).expand(self.n_critics, -1, -1)
-        for layer in self.hidden:
-            x = F.gelu(layer(x))
-        return torch.sigmoid(self.out(x).squeeze(-1))
+    def forward(self, state: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_critics, B) Q values, or (len(members), B) for the given member indices."""
+        layers = [(layer.weight, layer.bias) for layer in (*self.hidden, self.out)]
+        if members is not None:
+            layers = [(w[members], b[members]) for w, b in layers]
+        (w0, b0), n = layers[0], layers[0][0].shape[0]
+        x = torch.baddbmm(b0, state.unsqueeze(0).expand(n, -1, -1), w0[:, : self.state_dim])
+        x = F.gelu(torch.baddbmm(x, action.unsqueeze(0).expand(n, -1, -1), w0[:, self.state_dim:]))
+        for w, b in layers[1:-1]:
+            x = F.gelu(torch.baddbmm(b, x, w))
+        w, b = layers[-1]
+        return torch.sigmoid(torch.baddbmm(b, x, w).squeeze(-1))
 
 
 CriticView = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -184,8 +196,9 @@ class SAC:
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(alpha_init), device=self.device, requires_grad=True)
 
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=critic_lr)
+        # fused Adam: one kernel per step instead of ~10 elementwise passes per parameter tensor
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, fused=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, fused=True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.critic_steps = 0
@@ -236,9 +249,11 @@ class SAC:
     def compute_td_target(self, batch: dict) -> torch.Tensor:
         """y = r + gamma * (1 - terminal) * min over n_target_min random target members of Q'(s', a')."""
         next_action, next_log_prob, _ = self.actor(batch["next_state"], self.generator)
-        q_next = self.critic_target(*self.critic_view(batch["next_state"], next_action))
-        members = torch.randperm(q_next.shape[0], generator=self.generator, device=self.device)
-        q_next = q_next[members[: self.n_target_min]].min(dim=0).values
+        members = torch.randperm(self.critic.n_critics, generator=self.generator, device=self.device)
+        # only the chosen members are evaluated: 2 of 10 forward passes instead of 10
+        q_next = self.critic_target(*self.critic_view(batch["next_state"], next_action),
+                                    members=members[: self.n_target_min])
+        q_next = q_next.min(dim=0).values
         if self.backup_entropy:
             q_next = q_next - self.alpha * next_log_prob
         return batch["reward"] + self.gamma * (1.0 - batch["terminal"]) * q_next
@@ -333,6 +348,9 @@ class SAC:
             self.log_alpha.copy_(state["log_alpha"])
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
+        for opt in (self.actor_opt, self.critic_opt):  # checkpoints from before fused Adam carry fused=None
+            for group in opt.param_groups:
+                group["fused"] = True
         self.alpha_opt.load_state_dict(state["alpha_opt"])
         self.generator.set_state(state["generator"].cpu())
         self.critic_steps = int(state["critic_steps"])
