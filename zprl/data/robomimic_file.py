@@ -45,6 +45,35 @@ def num_arms(env_meta: dict) -> int:
     return 1 if isinstance(robots, str) else len(robots)
 
 
+def open_robomimic_h5(path, missing_message: str, directory_message: str | None = None):
+    """``path`` as an h5py.File opened read-only, with a top-level 'data' group; UserInputError
+    (one line) for a path that is missing, a directory, not HDF5, unreadable or without 'data'.
+    The caller closes it (``with open_robomimic_h5(...) as f:``).
+
+    The lines for a missing path and a directory are the caller's, as their users need different
+    fixes: check_robomimic_file (what training reads) names the command that makes a missing
+    dataset, port_source.read_source (the port and check commands) asks for a file. With
+    directory_message None a directory is reported as not an HDF5 file.
+    """
+    import h5py
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UserInputError(missing_message)
+    if os.path.isdir(path) and directory_message is not None:
+        raise UserInputError(directory_message)
+    if os.path.isdir(path) or not h5py.is_hdf5(path):
+        raise UserInputError(f"{path} is not an HDF5 file; expected a robomimic hdf5 dataset")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise UserInputError(f"{path} cannot be opened as HDF5 ({err}); is it complete?") from None
+    if "data" not in f or not isinstance(f["data"], h5py.Group):
+        f.close()
+        raise UserInputError(f"{path} is not a robomimic dataset: no 'data' group at the top level")
+    return f
+
+
 def check_robomimic_file(path, need_obs_keys=(), action_dim=None, filter_key=None, abs_action=None) -> dict:
     """Validate a robomimic hdf5 file and describe it; raise UserInputError (one line) if unusable.
 
@@ -61,19 +90,8 @@ def check_robomimic_file(path, need_obs_keys=(), action_dim=None, filter_key=Non
     import h5py
 
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise UserInputError(missing_dataset_message(path))
-    if os.path.isdir(path):
-        raise UserInputError(f"{path} is a directory; expected a robomimic hdf5 file")
-    if not h5py.is_hdf5(path):
-        raise UserInputError(f"{path} is not an HDF5 file; expected a robomimic hdf5 dataset")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise UserInputError(f"{path} cannot be opened as HDF5 ({err}); is it complete?") from None
-    with f:
-        if "data" not in f or not isinstance(f["data"], h5py.Group):
-            raise UserInputError(f"{path} is not a robomimic dataset: no 'data' group at the top level")
+    with open_robomimic_h5(path, missing_dataset_message(path),
+                           directory_message=f"{path} is a directory; expected a robomimic hdf5 file") as f:
         data = f["data"]
         if "env_args" not in data.attrs:
             raise UserInputError(
