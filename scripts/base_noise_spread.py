@@ -10,6 +10,11 @@ posterior mean), prints
   first step of the authors' 2-step sampler jumps to a noise-independent conditional-mean estimate.
 Compare the spread with how far steering moves the chunk (scripts/diagnose_steering.py, section 2):
 a critic cannot credit steering effects much smaller than noise it does not observe.
+
+With ``--lambdas 0.2,0.5,1`` (VIB bases) it also prints each interface's reach on the same
+observations and flow noise (zprl/policy/calibration.py): how far a random dz ~ U(-1, 1) at each
+lambda, and a random action residual da ~ U(-1, 1) at ``--alpha-res``, move the executed chunk's
+end-effector targets, and the lambda that ``steering.res_scale=match_action_residual`` would pick.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+", help="offline checkpoints (latest.ckpt)")
     p.add_argument("-n", type=int, default=256, help="dataset observations")
+    p.add_argument("--lambdas", default="", help="comma-separated ZPRL lambdas whose reach to print (VIB bases)")
+    p.add_argument("--alpha-res", type=float, default=0.1, help="the action residual's alpha_res to compare with")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     print("| checkpoint | observations | spread between two noises (mm) | noise vs zero noise (mm) | dv/dx at sigma=1 |")
@@ -60,6 +67,22 @@ def main(argv=None) -> int:
     for ckpt in args.checkpoints:
         r = noise_spread(ckpt, args.n)
         print(f"| {ckpt} | {r['n']} | {r['spread_mm']:.1f} | {r['vs_zero_noise_mm']:.1f} | {r['slope_at_sigma1']:.3f} |")
+    if args.lambdas:
+        from zprl.policy.calibration import steering_levers
+        from zprl.policy.checkpoint import load_base_policy
+
+        lambdas = [float(x) for x in args.lambdas.split(",")]
+        print("\nReach: mean distance (mm) the executed chunk's end-effector targets move, same observations "
+              "and flow noise\n")
+        print("| checkpoint | flow noise | action residual (alpha " + f"{args.alpha_res:g})"
+              + "".join(f" | zprl lambda {lam:g}" for lam in lambdas) + " | matching lambda |")
+        print("|---|---|---|" + "---|" * len(lambdas) + "---|")
+        for ckpt in args.checkpoints:
+            policy, cfg, _ = load_base_policy(ckpt)
+            r = steering_levers(policy, cfg, lambdas, args.alpha_res, samples=args.n)
+            cells = "".join(f" | {1000 * r['zprl_m'][lam]:.1f}" for lam in lambdas)
+            print(f"| {ckpt} | {1000 * r['flow_noise_m']:.1f} | {1000 * r['action_residual_m']:.1f}{cells} | "
+                  f"{r['matching_res_scale']:.3f} |")
     return 0
 
 

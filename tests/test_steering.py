@@ -317,6 +317,56 @@ def test_res_scale_auto_without_dataset_is_one_line_error(base, tmp_path):
     assert missing in str(err.value) and "steering.res_scale" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_reach_is_measured_with_shared_noise_and_match_action_residual_equalises_it(base):
+    from zprl.policy.calibration import ChunkReach
+
+    policy, cfg = base
+    obs = dataset_obs(cfg, 64)
+    reach = ChunkReach(policy, obs, seed=3)
+    # the same flow noise on both sides: no perturbation, no distance
+    assert reach.latent(0.0) == 0.0 and reach.action_residual(0.0) == 0.0
+    assert reach.flow_noise_m > 0 and reach.latent(0.5) > reach.latent(0.1) > 0
+    # the action residual acts linearly on the normalized chunk, so its reach is linear in alpha_res
+    assert reach.action_residual(0.2) == pytest.approx(2 * reach.action_residual(0.1), rel=1e-4)
+
+    steering = S.LatentSteering(policy, res_scale="match_action_residual", calibration_samples=64,
+                                calibration_seed=3, calibration_alpha_res=0.1)
+    logged = steering.prepare(cfg)
+    lam = steering.res_scale
+    assert logged["steering/res_scale"] == lam > 0 and steering.extra_state() == {"res_scale": lam}
+    # measured again from scratch on the same observations and draws: equal reach
+    again = ChunkReach(policy, next(S.dataset_observations(cfg, 64, seed=3, batch_size=64)), seed=3)
+    assert again.latent(lam) == pytest.approx(again.action_residual(0.1), rel=0.01)
+    assert logged["steering/calibration_reach_m"] == pytest.approx(again.action_residual(0.1), rel=1e-5)
+    # a larger residual to match needs a larger lambda
+    wider = S.LatentSteering(policy, res_scale="match_action_residual", calibration_samples=64,
+                             calibration_seed=3, calibration_alpha_res=0.3)
+    wider.prepare(cfg)
+    assert wider.res_scale > 1.5 * lam
+
+
+def test_res_scale_must_be_a_number_or_a_rule(base):
+    with pytest.raises(UserInputError, match="steering.res_scale='bigger'.*auto, match_action_residual"):
+        S.LatentSteering(base[0], res_scale="bigger")
+    with pytest.raises(RuntimeError, match="match_action_residual is calibrated by prepare"):
+        steering = S.LatentSteering(base[0], res_scale="match_action_residual")
+        steering.act(steering.encode(dataset_obs(base[1])), torch.zeros(8, base[0].vib_latent_dim))
+
+
+def test_base_noise_spread_prints_the_reach_table(base_ckpt, capsys):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "base_noise_spread.py")
+    spec = importlib.util.spec_from_file_location("base_noise_spread", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([base_ckpt, "-n", "32", "--lambdas", "0.1,1"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {base_ckpt}")]
+    assert len(rows) == 2 and len(rows[1]) == 6  # checkpoint, flow noise, residual, 2 lambdas, matching lambda
+    reach = [float(c) for c in rows[1][1:]]
+    assert all(v > 0 for v in reach) and reach[3] > reach[2]  # lambda 1 reaches further than 0.1
+
+
 def test_resume_refuses_another_interface(base):
     steering = S.NoiseSteering(base[0])
     steering.load_extra_state({"name": "noise", "noise_bound": 2.0})

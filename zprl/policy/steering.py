@@ -26,15 +26,21 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 
 import torch
 
-log = logging.getLogger("zprl")
+from zprl.policy.calibration import (  # noqa: F401  (re-exported: scripts and tests use them from here)
+    UNIT_UNIFORM_RMS,
+    dataset_latent_rms,
+    dataset_observations,
+    dataset_reach,
+    latent_rms,
+    res_scale_for_ratio,
+    res_scale_matching_reach,
+)
 
-# RMS of a unit uniform action, dz ~ U(-1, 1): the reference size of an actor's dz for res_scale=auto.
-UNIT_UNIFORM_RMS = 1.0 / math.sqrt(3.0)
+log = logging.getLogger("zprl")
 
 
 @dataclass
@@ -159,25 +165,37 @@ def rms(x: torch.Tensor) -> float:
 class LatentSteering(Steering):
     """ZPRL: perturb the VIB latent, z' = z + res_scale * dz, and act through the decoder.
 
-    ``res_scale="auto"``: ``prepare`` picks lambda = calibration_target * RMS(z) / RMS(U(-1,1)),
-    i.e. an actor spreading dz evenly over [-1, 1] moves z by ``calibration_target`` of its RMS
-    (RMS(z) of the posterior, in expectation, over up to ``calibration_samples`` dataset
-    observations drawn with ``calibration_seed``).
+    ``res_scale`` is lambda, or a rule that ``prepare`` turns into one on the base policy's dataset
+    (``zprl/policy/calibration.py``), over up to ``calibration_samples`` observations drawn with
+    ``calibration_seed``:
+    - ``"auto"`` (the authors' README advice): lambda = calibration_target * RMS(z) / RMS(U(-1,1)), i.e.
+      an actor spreading dz evenly over [-1, 1] moves z by ``calibration_target`` of its RMS;
+    - ``"match_action_residual"``: lambda such that a random dz moves the executed chunk's end-effector
+      targets as far as a random action residual at ``calibration_alpha_res`` does (same reach in
+      action units as the baseline it is compared with).
     """
 
     name = "zprl"
+    RULES = ("auto", "match_action_residual")
 
     def __init__(self, policy, res_scale: float | str = 0.5, calibration_target: float = 0.1,
-                 calibration_samples: int = 4096, calibration_seed: int = 0):
+                 calibration_samples: int = 4096, calibration_seed: int = 0, calibration_alpha_res: float = 0.1):
         super().__init__(policy)
         if not getattr(policy, "use_vib", False):
             raise ValueError("latent steering needs a base policy trained with the VIB (policy.use_vib=true)")
-        if res_scale != "auto":
-            res_scale = float(res_scale)
+        if res_scale not in self.RULES:
+            try:
+                res_scale = float(res_scale)
+            except (TypeError, ValueError):
+                from zprl.common.errors import UserInputError
+
+                raise UserInputError(f"steering.res_scale={res_scale!r}: give a number (lambda) or one of "
+                                     f"{', '.join(self.RULES)}") from None
         self.res_scale = res_scale
         self.calibration_target = float(calibration_target)
         self.calibration_samples = int(calibration_samples)
         self.calibration_seed = int(calibration_seed)
+        self.calibration_alpha_res = float(calibration_alpha_res)
 
     @property
     def latent_dim(self) -> int:
@@ -199,8 +217,8 @@ class LatentSteering(Steering):
         return Encoded(torch.cat([emb, z], dim=-1), {"z": z, "emb": emb})
 
     def _scale(self) -> float:
-        if self.res_scale == "auto":
-            raise RuntimeError("res_scale=auto is calibrated by prepare(base_cfg) before acting")
+        if self.res_scale in self.RULES:
+            raise RuntimeError(f"res_scale={self.res_scale} is calibrated by prepare(base_cfg) before acting")
         return self.res_scale
 
     @torch.no_grad()
@@ -209,13 +227,24 @@ class LatentSteering(Steering):
         return self.policy.sample_action_chunk(self.policy.decode_latent(z))["action"]
 
     def prepare(self, base_cfg) -> dict:
-        if self.res_scale != "auto":
-            return {}
-        rms_z = dataset_latent_rms(self.policy, base_cfg, self.calibration_samples, self.calibration_seed)
-        self.res_scale = res_scale_for_ratio(rms_z, self.calibration_target)
-        log.info("res_scale=auto: RMS(z) %.4f over the dataset -> lambda %.4f (RMS(lambda*dz) = %.3g x RMS(z) "
-                 "for dz ~ U(-1, 1))", rms_z, self.res_scale, self.calibration_target)
-        return {"steering/res_scale": self.res_scale, "steering/calibration_rms_z": rms_z}
+        if self.res_scale == "auto":
+            rms_z = dataset_latent_rms(self.policy, base_cfg, self.calibration_samples, self.calibration_seed)
+            self.res_scale = res_scale_for_ratio(rms_z, self.calibration_target)
+            log.info("res_scale=auto: RMS(z) %.4f over the dataset -> lambda %.4f (RMS(lambda*dz) = %.3g x RMS(z) "
+                     "for dz ~ U(-1, 1))", rms_z, self.res_scale, self.calibration_target)
+            return {"steering/res_scale": self.res_scale, "steering/calibration_rms_z": rms_z}
+        if self.res_scale == "match_action_residual":
+            # one batch through the U-Net per bisection step: 1024 observations give the mean to ~1%
+            reach = dataset_reach(self.policy, base_cfg, min(self.calibration_samples, 1024), self.calibration_seed)
+            target = reach.action_residual(self.calibration_alpha_res)
+            self.res_scale = res_scale_matching_reach(reach, target)
+            log.info("res_scale=match_action_residual: a random action residual (alpha %.3g) moves the executed "
+                     "chunk %.2f mm on %d dataset observations -> lambda %.4f moves it as far (flow noise alone: "
+                     "%.2f mm)", self.calibration_alpha_res, 1000 * target, reach.mu.shape[0], self.res_scale,
+                     1000 * reach.flow_noise_m)
+            return {"steering/res_scale": self.res_scale, "steering/calibration_reach_m": target,
+                    "steering/calibration_flow_noise_m": reach.flow_noise_m}
+        return {}
 
     @torch.no_grad()
     def diagnostics(self, enc: Encoded, rl_action: torch.Tensor) -> dict:
@@ -408,48 +437,3 @@ class EmbeddingResidualSteering(Steering):
 
     def extra_state(self) -> dict:
         return {"res_scale": self.res_scale}
-
-
-# -- res_scale=auto ------------------------------------------------------------------------------
-def res_scale_for_ratio(rms_z: float, target: float, rms_dz: float = UNIT_UNIFORM_RMS) -> float:
-    """lambda with RMS(lambda * dz) = target * RMS(z)."""
-    return float(target) * float(rms_z) / float(rms_dz)
-
-
-def dataset_observations(base_cfg, max_samples: int, seed: int = 0, batch_size: int = 256):
-    """Batches of observation dicts (B, n_obs_steps, ...) from up to ``max_samples`` random windows
-    of the base policy's training dataset (``base_cfg.task.dataset``)."""
-    import hydra
-
-    from zprl.common.errors import UserInputError
-    from zprl.data.paths import missing_dataset_message
-
-    path = str(base_cfg.task.dataset.dataset_path)
-    if not os.path.isfile(path):
-        raise UserInputError(f"{missing_dataset_message(path)} (steering.res_scale=auto calibrates on the base "
-                             "policy's dataset; or set steering.res_scale to a number)")
-    dataset = hydra.utils.instantiate(base_cfg.task.dataset)
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_samples].tolist()
-    subset = torch.utils.data.Subset(dataset, order)
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=0)
-    for batch in loader:
-        yield batch["obs"]
-
-
-@torch.no_grad()
-def latent_rms(policy, obs_batches) -> float:
-    """RMS of z as collected online (z ~ N(mu, sigma^2), the posterior), taken in expectation:
-    sqrt(mean over observations and dims of mu^2 + sigma^2), so no sampling noise enters lambda."""
-    total, count = 0.0, 0
-    for obs in obs_batches:
-        obs = {k: v.to(policy.device) for k, v in obs.items()}
-        mu, logvar = policy.vib_posterior(policy.encode_obs(obs))
-        total += (mu.double().pow(2) + logvar.double().exp()).sum().item()
-        count += mu.numel()
-    if count == 0:
-        raise ValueError("no observations to calibrate res_scale on")
-    return math.sqrt(total / count)
-
-
-def dataset_latent_rms(policy, base_cfg, max_samples: int, seed: int = 0) -> float:
-    return latent_rms(policy, dataset_observations(base_cfg, max_samples, seed))
