@@ -62,6 +62,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from zprl.common.errors import UserInputError, run_cli  # noqa: E402
+from zprl.rl.smoothness import position_dims  # noqa: E402
 from zprl.policy.steered import SteeredPolicy  # noqa: E402
 
 POSITION_THRESHOLDS_M = (0.001, 0.005)
@@ -289,13 +290,6 @@ def _set_rng_state(state, device: torch.device) -> None:
         torch.cuda.set_rng_state(cuda, device)
 
 
-def _position_dims(action_dim: int) -> list[int]:
-    """Commanded end-effector position: the first 3 dims of each 10-D arm block (pos, rot6d, gripper)."""
-    if action_dim % 10 == 0:
-        return [10 * arm + i for arm in range(action_dim // 10) for i in range(3)]
-    return [0, 1, 2]
-
-
 class ChunkDelta:
     """Running statistics of |chunk_a - chunk_b| over executed chunks (B, n_action_steps, Da)."""
 
@@ -349,7 +343,7 @@ class ChunkDeltaProbe(SteeredPolicy):
 
     def __init__(self, steering, actor, deterministic: bool = True):
         super().__init__(steering, actor, deterministic)
-        self.pos_dims = _position_dims(steering.policy.action_dim)
+        self.pos_dims = position_dims(steering.policy.action_dim).tolist()
         normalizer = steering.policy.normalizer["action"] if hasattr(steering.policy, "normalizer") else None
         self.steered = ChunkDelta(normalizer, self.pos_dims)
         self.flow_noise = ChunkDelta(normalizer, self.pos_dims)
@@ -641,7 +635,7 @@ def main(argv=None) -> int:
               "device": args.device,
               "reference_action": REFERENCE_LABEL.get(name, "steering.base_action"),
               "perturbation_label": PERTURBATION_LABEL.get(name, "RMS(rl_action)"),
-              "position_dims": _position_dims(steering.policy.action_dim),
+              "position_dims": position_dims(steering.policy.action_dim).tolist(),
               "q_calibration": q, "evaluation": evaluation, "wall_s": time.monotonic() - t0}
     text = format_report(report)
     print(text)

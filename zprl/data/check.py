@@ -17,8 +17,8 @@ import os
 import xml.etree.ElementTree as ET
 
 from zprl.common.errors import UserInputError, run_cli
-from zprl.data.port import (action_kind_from_values, env_meta_for_this_version, read_actions, read_source,
-                            stored_env_args_problem)
+from zprl.data.port_model import env_meta_for_this_version, stored_env_args_problem
+from zprl.data.port_source import action_kind_from_values, read_actions, read_source
 
 OFFLINE_CONFIG = "train_flow_match_vib_unet_image_workspace"
 

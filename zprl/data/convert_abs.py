@@ -240,7 +240,7 @@ def convert_file(input, output, overwrite=False, check=True, show_progress=True,
     info = check_robomimic_file(input)
     if info["abs_action"]:
         raise UserInputError(f"{input} already stores absolute actions (env_args control_delta=false); nothing to convert")
-    from zprl.data.port import stored_env_args_problem
+    from zprl.data.port_model import stored_env_args_problem
 
     problem = stored_env_args_problem(info["env_meta"], f"{input}: env_args")
     if problem is None:

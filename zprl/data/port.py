@@ -39,9 +39,8 @@ import numpy as np
 from zprl.common.errors import UserInputError, run_cli
 from zprl.data.port_model import (_strip_assets, compile_recorded, env_meta_for_this_version, largest_body_gap,
                                   map_states, object_prefixes, regenerate_xml, state_map)
-from zprl.data.port_source import _decode, action_kind_from_values, read_actions, read_source
-# Not used here: re-exported because zprl.data.check and zprl.data.convert_abs import it from this module.
-from zprl.data.port_model import stored_env_args_problem  # noqa: F401
+from zprl.data.port_source import action_kind_from_values, read_actions, read_source
+from zprl.data.robomimic_file import decode_attr
 
 PORTER = "zprl.data.port"
 # Largest gap between a body's position in the recorded model and in this version's, at the same
@@ -226,7 +225,7 @@ def port_file(input, output, obs=None, cameras=None, image_size=84, controller=N
 
     start = time.time()
     with h5py.File(input, "r") as src:
-        recorded = {d: _decode(src["data"][d].attrs["model_file"]) for d in info["demos"]}
+        recorded = {d: decode_attr(src["data"][d].attrs["model_file"]) for d in info["demos"]}
     porter = Porter(plan["meta"], plan["obs_keys"], plan["cams"], plan["recorded_abs"], check)
     # Demo by demo: everything that can be decided without simulating, first.
     prepared, skipped = {}, {}

@@ -13,11 +13,7 @@ import os
 import numpy as np
 
 from zprl.common.errors import UserInputError
-from zprl.data.robomimic_file import demo_sort_key, open_robomimic_h5
-
-
-def _decode(value):
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+from zprl.data.robomimic_file import decode_attr, demo_sort_key, open_robomimic_h5
 
 
 def read_source(path: str) -> dict:
@@ -34,7 +30,7 @@ def read_source(path: str) -> dict:
     path = os.fspath(path)
     with open_robomimic_h5(path, f"{path} does not exist; give the path of a robomimic hdf5 file") as f:
         data = f["data"]
-        attrs = {k: _decode(v) for k, v in data.attrs.items()}
+        attrs = {k: decode_attr(v) for k, v in data.attrs.items()}
         if "env_args" in attrs:
             layout = "robomimic"
             try:
@@ -76,7 +72,7 @@ def read_source(path: str) -> dict:
         masks = {}
         if "mask" in f:
             for k in f["mask"].keys():
-                masks[k] = [_decode(d) for d in f["mask"][k][()]]
+                masks[k] = [decode_attr(d) for d in f["mask"][k][()]]
     env_meta.setdefault("env_kwargs", {})
     return {
         "path": path, "layout": layout, "env_meta": env_meta,

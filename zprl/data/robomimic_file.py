@@ -23,12 +23,13 @@ def demo_sort_key(name: str):
     return (int(m.group(1)) if m else -1, name)
 
 
-def _decode(value):
+def decode_attr(value):
+    """An hdf5 attribute or string dataset entry as str (h5py returns bytes for some writers)."""
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def _json_attr(group, key: str, path: str):
-    raw = _decode(group.attrs[key])
+    raw = decode_attr(group.attrs[key])
     try:
         return json.loads(raw)
     except (TypeError, ValueError):
@@ -111,7 +112,7 @@ def check_robomimic_file(path, need_obs_keys=(), action_dim=None, filter_key=Non
                 raise UserInputError(
                     f"filter key '{filter_key}' not found under mask/ in {path} (has: {have}); "
                     "set the filter key to one of these or to null")
-            demos = [_decode(d) for d in f["mask"][filter_key][()]]
+            demos = [decode_attr(d) for d in f["mask"][filter_key][()]]
             if not demos:
                 raise UserInputError(f"filter key '{filter_key}' in {path} lists no demos; choose another filter key")
             unknown = [d for d in demos if d not in data]
