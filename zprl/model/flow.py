@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from zprl.model.batch_shard import randint_rows, randn_rows
+
 # velocity_fn(x, timestep, cond) -> velocity; timestep is (B,) on the scheduler's scale (100 ... 1).
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -66,9 +68,9 @@ class FlowMatchSampler:
     ) -> torch.Tensor:
         """Mean squared error to the target ``noise - action`` for (normalized) chunks (B, T, Da)."""
         if noise is None:
-            noise = torch.randn_like(actions)
+            noise = randn_rows(actions.shape, device=actions.device, dtype=actions.dtype)
         if index is None:
-            index = torch.randint(0, len(self.train_timesteps), (actions.shape[0],), device=actions.device)
+            index = randint_rows(len(self.train_timesteps), actions.shape[0], device=actions.device)
         x, timesteps = self.noisy_sample(actions, noise, index)
         pred = velocity_fn(x, timesteps, cond)
         return F.mse_loss(pred, noise - actions)

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from zprl.model.batch_shard import randint_rows
 from zprl.model.vision import ResNetImageEncoder
 
 
@@ -32,8 +33,9 @@ def crop_images(images: torch.Tensor, crop_hw: tuple[int, int], random: bool) ->
     if not random:
         top, left = (h - ch) // 2, (w - cw) // 2
         return images[:, :, top:top + ch, left:left + cw]
-    top = torch.randint(0, h - ch + 1, (n,), device=images.device)
-    left = torch.randint(0, w - cw + 1, (n,), device=images.device)
+    # one window per image, the same whatever the data-parallel split (images are batch-major: b * To)
+    top = randint_rows(h - ch + 1, n, device=images.device)
+    left = randint_rows(w - cw + 1, n, device=images.device)
     rows = (top[:, None] + torch.arange(ch, device=images.device))[:, :, None]  # (N, ch, 1)
     cols = (left[:, None] + torch.arange(cw, device=images.device))[:, None, :]  # (N, 1, cw)
     batch = torch.arange(n, device=images.device)[:, None, None]

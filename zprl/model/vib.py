@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from zprl.model.batch_shard import randn_rows
+
 
 def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int | None = None) -> nn.Sequential:
     """Linear+GELU per hidden width; a final plain Linear to out_dim when given."""
@@ -46,7 +48,10 @@ class VIBDecoder(nn.Module):
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    if generator is None:  # one draw per sample, the same whatever the data-parallel split (batch_shard)
+        eps = randn_rows(mu.shape, device=mu.device, dtype=mu.dtype)
+    else:
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
