@@ -63,11 +63,12 @@ class BaseWorkspace:
         }
         return atomic_save(payload, path or self.latest_path)
 
-    def resume_if_requested(self) -> dict | None:
+    def resume_if_requested(self, tidy: bool = True) -> dict | None:
         """With training.resume=True and a latest.ckpt in the output dir, restore it exactly.
 
         Without it, an output dir that already holds a run is refused (before anything is written):
-        continuing it by accident would mix two runs' logs and overwrite its checkpoints."""
+        continuing it by accident would mix two runs' logs and overwrite its checkpoints.
+        tidy=False leaves partial saves for another process (the main one of several) to remove."""
         exists = os.path.isfile(self.latest_path)
         if not self.cfg.training.get("resume", False):
             if exists:
@@ -75,7 +76,8 @@ class BaseWorkspace:
             return None
         if not exists:
             return None
-        remove_partial_saves(self.checkpoint_dir)
+        if tidy:
+            remove_partial_saves(self.checkpoint_dir)
         payload = load_checkpoint(self.latest_path, mmap=True)  # the replay buffer is copied in page by page
         self.check_resumable(payload)
         self.load_state_dict(payload["state"])
