@@ -25,8 +25,6 @@ from conftest import OFFLINE_CONFIG, run_records, tiny_offline_overrides, train_
 from zprl.common.checkpoint import load_checkpoint
 from zprl.data.paths import repo_root
 
-pytestmark = pytest.mark.slow
-
 # 3 epochs of 6 steps (84 training samples: 5 batches of 16 and a last one of 4, 2 per process),
 # validation every epoch (main process), a 1-episode rollout after epochs 1 and 2, a checkpoint each epoch
 SMALL = {"training.debug": "false", "training.num_epochs": 3, "training.max_train_steps": "null",
@@ -74,6 +72,87 @@ def args(dataset, batch_size, **extra):
     return tiny_offline_overrides(dataset, **SMALL, **{"dataloader.batch_size": batch_size}, **extra)
 
 
+# ---- fast: the pieces ------------------------------------------------------------------------------
+
+def test_batch_shard_gives_each_process_its_rows_of_the_global_draw():
+    from zprl.model.batch_shard import batch_shard, randint_rows, randn_rows
+    from zprl.model.obs_encoder import crop_images
+    from zprl.model.vib import reparameterize
+
+    def draws():
+        mu, logvar = torch.zeros(16, 3), torch.zeros(16, 3)
+        images = torch.arange(16 * 3 * 8 * 8, dtype=torch.float32).reshape(16, 3, 8, 8)
+        return [randn_rows((16, 5, 2)), randint_rows(100, 16), reparameterize(mu, logvar),
+                crop_images(images, (6, 6), random=True)]
+
+    torch.manual_seed(0)
+    whole = draws()
+    torch.manual_seed(0)
+    plain = [torch.randn(16, 5, 2), torch.randint(0, 100, (16,))]
+    assert torch.equal(whole[0], plain[0]) and torch.equal(whole[1], plain[1])  # outside a shard: torch's own calls
+    for index in range(2):
+        torch.manual_seed(0)
+        with batch_shard(2, index):
+            mu, logvar = torch.zeros(8, 3), torch.zeros(8, 3)
+            images = torch.arange(16 * 3 * 8 * 8, dtype=torch.float32).reshape(16, 3, 8, 8)[index * 8:(index + 1) * 8]
+            half = [randn_rows((8, 5, 2)), randint_rows(100, 8), reparameterize(mu, logvar),
+                    crop_images(images, (6, 6), random=True)]
+        for w, h in zip(whole, half):
+            assert torch.equal(w[index * 8:(index + 1) * 8], h)
+
+
+def test_rank_slice_splits_every_global_batch_evenly():
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    from zprl.workspace.distributed import RankSlice
+
+    for size, drop_last in ((84, False), (85, False), (81, False), (84, True)):
+        batches = BatchSampler(SequentialSampler(range(size)), 16, drop_last)
+        shards = [list(RankSlice(batches, 2, r)) for r in range(2)]
+        assert len(shards[0]) == len(shards[1]) == len(RankSlice(batches, 2, 0))
+        for step, (a, b) in enumerate(zip(*shards)):
+            whole = list(batches)[step]
+            assert len(a) == len(b) and a + b == whole[:len(a) + len(b)] and len(whole) - len(a) - len(b) < 2
+    # 81 = 5 x 16 + 1: the last single sample cannot be split, so that step is skipped by both
+    assert len(RankSlice(BatchSampler(SequentialSampler(range(81)), 16, False), 2, 0)) == 5
+
+
+def test_only_the_main_process_gets_a_hydra_run_dir(monkeypatch):
+    from zprl.workspace.distributed import hydra_args_for_this_process
+
+    argv = ["--config-name=x", "task=lift_lowdim_abs", "hydra.run.dir=out/run", "hydra/job_logging=default"]
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert hydra_args_for_this_process(argv) == argv
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert hydra_args_for_this_process(argv) == argv
+    monkeypatch.setenv("RANK", "1")
+    assert hydra_args_for_this_process(argv) == ["--config-name=x", "task=lift_lowdim_abs", "hydra.run.dir=.",
+                                                 "hydra.output_subdir=null", "hydra/job_logging=none"]
+
+
+def test_mixed_precision_option(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from conftest import compose_config
+    from zprl.common.errors import UserInputError
+    from zprl.workspace.distributed import mixed_precision_of
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    cfg = compose_config(OFFLINE_CONFIG)
+    assert cfg.training.mixed_precision == "no" and mixed_precision_of(cfg) == "no"
+    for value, expected in (("bf16", "bf16"), ("fp16", "fp16"), ("no", "no")):
+        assert mixed_precision_of(compose_config(OFFLINE_CONFIG, [f"training.mixed_precision={value}"])) == expected
+    with pytest.raises(UserInputError, match="use one of no, fp16, bf16"):
+        mixed_precision_of(OmegaConf.create({"training": {"mixed_precision": "fp8"}}))
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # accelerate launch --mixed_precision bf16
+    with pytest.raises(UserInputError, match="pass training.mixed_precision=bf16"):
+        mixed_precision_of(cfg)
+
+
+# ---- slow: real runs through accelerate launch ---------------------------------------------------------
+
 @pytest.fixture(scope="module")
 def runs(lift_lowdim_abs_file, tmp_path_factory):
     """(1-process run dir, 2-process run dir, the 2-process launch's working directory)."""
@@ -90,6 +169,7 @@ def runs(lift_lowdim_abs_file, tmp_path_factory):
     return one, made[0], cwd
 
 
+@pytest.mark.slow
 def test_two_processes_follow_the_one_process_loss_trajectory(runs):
     one, two, _ = runs
     a = [r for r in run_records(one) if "train_loss" in r]
@@ -118,6 +198,7 @@ def test_two_processes_follow_the_one_process_loss_trajectory(runs):
     assert worst < 1e-5
 
 
+@pytest.mark.slow
 def test_one_run_directory_one_log_main_process_outputs(runs):
     one, two, cwd = runs
     # nothing but the one run directory (and the launcher's cache dir) in the launch's working directory
@@ -138,6 +219,7 @@ def test_one_run_directory_one_log_main_process_outputs(runs):
     assert state["global_step"] == 18 and state["epoch"] == 3 and state["num_processes"] == 2
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_in_eval_base_and_as_online_base(runs, tmp_path):
     import eval_base
     from zprl.policy.checkpoint import load_base_policy
@@ -156,6 +238,7 @@ def test_checkpoint_loads_in_eval_base_and_as_online_base(runs, tmp_path):
     assert (out / "eval_log.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_killing_every_process_gives_the_uninterrupted_run(runs, lift_lowdim_abs_file, tmp_path):
     import psutil
 
@@ -197,6 +280,7 @@ def test_resume_after_killing_every_process_gives_the_uninterrupted_run(runs, li
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
 
 
+@pytest.mark.slow
 def test_resume_with_another_number_of_processes_is_refused(runs, lift_lowdim_abs_file, tmp_path):
     import shutil
 
