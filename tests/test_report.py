@@ -109,6 +109,24 @@ def test_report_groups_by_method(tmp_path, base_file):
     assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 300
 
 
+def test_runs_of_one_interface_with_other_settings_are_separate_methods(tmp_path, base_file):
+    root = tmp_path / "runs"
+    runs = [make_run(root, "z02_0", "zprl", 0, [0.2, 0.5, 0.6], base_file, ["steering.res_scale=0.2"]),
+            make_run(root, "z02_1", "zprl", 1, [0.2, 0.4, 0.6], base_file, ["steering.res_scale=0.2"]),
+            make_run(root, "z08_0", "zprl", 0, [0.2, 0.7, 0.9], base_file, ["steering.res_scale=0.8"]),
+            make_run(root, "ar_0", "action_residual", 0, [0.2, 0.3, 0.4], base_file),
+            make_run(root, "ar_1", "action_residual", 1, [0.2, 0.3, 0.5], base_file, ["sac.n_critics=2"])]
+    summary = write_report(runs, str(tmp_path / "out"))
+    # only the settings that differ are named; variants sort with their interface
+    assert list(summary) == ["zprl (res_scale=0.2)", "zprl (res_scale=0.8)",
+                             "action_residual (sac.n_critics=10)", "action_residual (sac.n_critics=2)"]
+    assert summary["zprl (res_scale=0.2)"]["n"] == 2 and summary["zprl (res_scale=0.8)"]["n"] == 1
+    text = open(tmp_path / "out" / "report.md").read()
+    assert "| zprl (res_scale=0.8) | 1 (0) | 0.800 (only 2 evals) | 0.900 |" in text
+    # one setting for all runs of an interface: the plain name, as before
+    assert list(write_report(runs[:2] + runs[3:4], str(tmp_path / "out2"))) == ["zprl", "action_residual"]
+
+
 def test_mean_curve_interpolates_to_the_shortest_run(tmp_path, base_file):
     from zprl.report_plot import mean_curve
 

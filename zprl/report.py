@@ -71,6 +71,7 @@ class Run:
     budget: int | None = None                       # the last env step the run logged
     wall_s: float | None = None                     # the run's last time/wall_s
     cpu_s: float | None = None                      # time/cpu_s of that record
+    settings: dict = field(default_factory=dict)    # what may tell runs of one interface apart (label_variants)
 
     @property
     def final_indices(self) -> np.ndarray:
@@ -218,6 +219,39 @@ def _method_name(cfg, state) -> str:
     return hydra.utils.get_class(cfg.steering._target_).name
 
 
+# Settings that make two runs of one steering interface different methods on the page.
+VARIANT_KEYS = ("sac.n_critics", "training.utd", "training.batch_size")
+
+
+def _settings(cfg, state) -> dict:
+    """The interface's own config (``steering.*`` but its class) and VARIANT_KEYS, as the run used them
+    (a checkpoint's calibrated values, e.g. res_scale=auto's lambda, win over the config's rule)."""
+    from omegaconf import OmegaConf
+
+    out = {f"steering.{k}": v for k, v in OmegaConf.to_container(cfg.steering, resolve=True).items() if k != "_target_"}
+    if state is not None:
+        out.update({f"steering.{k}": v for k, v in state.get("steering", {}).items() if k != "name"})
+    for key in VARIANT_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def label_variants(runs: list) -> None:
+    """Runs of one interface with different settings (e.g. two lambdas) become separate methods on the page:
+    ``zprl (res_scale=0.8)``, naming only the settings that differ between them."""
+    by_name: dict[str, list] = {}
+    for run in runs:
+        by_name.setdefault(run.method, []).append(run)
+    for name, group in by_name.items():
+        keys = sorted({k for r in group for k in r.settings})
+        differ = [k for k in keys if len({repr(r.settings.get(k)) for r in group}) > 1]
+        for run in group if differ else []:
+            run.method = f"{name} (" + ", ".join(f"{k.removeprefix('steering.')}={run.settings.get(k)}"
+                                                for k in differ) + ")"
+
+
 def _base_identity(cfg, state) -> str:
     if state is not None and state.get("base_ckpt_sha256"):
         return f"sha256:{state['base_ckpt_sha256']}"
@@ -274,7 +308,7 @@ def load_run(run_dir: str) -> Run:
                train_last100=np.array([last100[s] for s in train_steps], dtype=np.float64),
                budget=max(int(r["env_steps"]) for r in records if "env_steps" in r),
                wall_s=float(timed[-1]["time/wall_s"]) if timed else None,
-               cpu_s=float(timed[-1]["time/cpu_s"]) if timed else None)
+               cpu_s=float(timed[-1]["time/cpu_s"]) if timed else None, settings=_settings(cfg, state))
 
 
 def check_comparable(runs: list[Run]) -> None:
@@ -296,7 +330,12 @@ def group_by_method(runs: list[Run]) -> dict[str, list[Run]]:
     for run in runs:
         groups.setdefault(run.method, []).append(run)
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    return dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+    def rank(name: str) -> tuple:
+        base = name.split(" (")[0]  # variants sort with their interface
+        return order.get(base, len(order)), name
+
+    return dict(sorted(groups.items(), key=lambda kv: rank(kv[0])))
 
 
 def _interval_or_none(values) -> tuple[float, float] | None:
@@ -479,6 +518,7 @@ def render_markdown(runs: list[Run], summary: dict, plot_name: str) -> str:
 def write_report(run_dirs, out_dir: str, name: str = "report") -> dict:
     runs = [load_run(d) for d in expand_run_dirs(run_dirs)]
     check_comparable(runs)  # refuse before anything is written
+    label_variants(runs)
     from zprl.report_plot import plot_success_curves
 
     summary = summarize(runs)
