@@ -15,8 +15,11 @@
 #   transitions, warm-up 1,000 agent steps (the authors' 2,000 is 1/125 of their 250k budget; this
 #   keeps 1/25), evaluations every 2,500 agent steps on the 50 held-out seeds (100000-100049).
 # - Episodes cut at MAX_STEPS env steps (lift 200: the demos take ~100; can 400).
-# - lambda (zprl) is the task's online default (0.2, the authors' can/square value); the action
-#   residual's progressive horizon H is 1/5 of the run after warm-up, as the authors' 50k is of 250k.
+# - lambda (zprl) is the task's online default (0.2, the authors' can/square value) unless an override
+#   sets it: the lift evidence runs pass steering.res_scale=0.8, the reach of the action residual
+#   (steering.res_scale=match_action_residual picks 0.825 for that base; docs/cpu_runs.md), e.g.
+#     scripts/cpu_runs/evidence.sh lift zprl 1 BASE steering.res_scale=0.8
+#   The action residual's progressive horizon H is 1/5 of the run after warm-up, as the authors' 50k is of 250k.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TASK=$1; METHOD=$2; SEED=$3; BASE=$(realpath "$4"); shift 4
