@@ -57,6 +57,17 @@ def tiny_offline_overrides(dataset_path, **extra):
     return [f"{k}={v}" for k, v in overrides.items()]
 
 
+def small_offline_sizes(num_epochs: int, n_test_vis: int = 0) -> dict:
+    """Debug-sized offline steps without training.debug (which pins num_epochs to 2): 3 train and 3 val
+    steps per epoch, a checkpoint, validation and a 1-episode rollout after every epoch."""
+    return {"training.debug": "false", "training.num_epochs": num_epochs, "training.max_train_steps": 3,
+            "training.max_val_steps": 3, "training.rollout_every": 1, "training.checkpoint_every": 1,
+            "training.val_every": 1, "training.lr_warmup_steps": 1, "dataloader.batch_size": 16,
+            "dataloader.num_workers": 0, "val_dataloader.batch_size": 16, "val_dataloader.num_workers": 0,
+            "task.env_runner.n_train": 0, "task.env_runner.n_train_vis": 0, "task.env_runner.n_test": 1,
+            "task.env_runner.n_test_vis": n_test_vis}
+
+
 def run_offline(dataset_path, output_dir, **extra):
     from omegaconf import OmegaConf
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from conftest import run_offline
+from conftest import run_offline, small_offline_sizes
 from zprl.common.checkpoint import TopKCheckpoints, atomic_save, load_checkpoint, remove_partial_saves
 from zprl.common.errors import NonFiniteLoss
 
@@ -148,12 +148,7 @@ def test_a_non_finite_offline_loss_keeps_the_last_good_checkpoint_and_resume_wor
     from zprl.common.logging import read_json_lines
     from zprl.policy.flow_vib import FlowMatchVIBUnetImagePolicy
 
-    small = {"training.debug": "false", "training.num_epochs": 3, "training.max_train_steps": 3,
-             "training.max_val_steps": 3, "training.rollout_every": 1, "training.checkpoint_every": 1,
-             "training.val_every": 1, "training.lr_warmup_steps": 1, "dataloader.batch_size": 16,
-             "dataloader.num_workers": 0, "val_dataloader.batch_size": 16, "val_dataloader.num_workers": 0,
-             "task.env_runner.n_train": 0, "task.env_runner.n_train_vis": 0, "task.env_runner.n_test": 1,
-             "task.env_runner.n_test_vis": 0}
+    small = small_offline_sizes(3)
     run_offline(lift_lowdim_abs_file, tmp_path / "straight", **small)
 
     compute_loss, steps = FlowMatchVIBUnetImagePolicy.compute_loss, []

@@ -15,7 +15,8 @@ import time
 import pytest
 import torch
 
-from conftest import OFFLINE_CONFIG, ONLINE_CONFIG, run_records, tiny_offline_overrides, tiny_online_overrides, train_cli
+from conftest import (OFFLINE_CONFIG, ONLINE_CONFIG, run_records, small_offline_sizes, tiny_offline_overrides,
+                      tiny_online_overrides, train_cli)
 from zprl.common.checkpoint import load_checkpoint
 
 # 96 agent steps in 2 envs, a checkpoint and an evaluation every 32: episodes of 20 chunks are in flight at
@@ -26,12 +27,7 @@ ONLINE = {"training.debug": "false", "online_task.n_envs": 2, "online_task.n_eva
           "training.batch_size": 32, "training.buffer_size": 1000, "training.eval_every": 32,
           "training.checkpoint_every": 32, "training.log_every": 16}
 # 6 epochs of 3 steps, a checkpoint (and a 1-episode rollout) after each
-OFFLINE = {"training.debug": "false", "training.num_epochs": 6, "training.max_train_steps": 3,
-           "training.max_val_steps": 3, "training.rollout_every": 1, "training.checkpoint_every": 1,
-           "training.val_every": 1, "training.lr_warmup_steps": 1, "dataloader.batch_size": 16,
-           "dataloader.num_workers": 0, "val_dataloader.batch_size": 16, "val_dataloader.num_workers": 0,
-           "task.env_runner.n_train": 0, "task.env_runner.n_train_vis": 0, "task.env_runner.n_test": 1,
-           "task.env_runner.n_test_vis": 0}
+OFFLINE = small_offline_sizes(6)
 
 
 def kill_at_random(proc, first_file, window_s, rng):

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import run_offline
+from conftest import run_offline, small_offline_sizes
 from zprl.common.checkpoint import load_checkpoint
 from zprl.common.logging import read_json_lines
 
@@ -35,12 +35,7 @@ def test_debug_run_writes_the_documented_layout(tiny_base_run):
 def test_resume_continues_exactly(lift_lowdim_abs_file, tmp_path):
     """Three epochs straight == two epochs, then resume from that checkpoint for the third."""
     # training.debug would pin num_epochs to 2: spell out the same small sizes with 3 epochs
-    small = {"training.debug": "false", "training.num_epochs": 3, "training.max_train_steps": 3,
-             "training.max_val_steps": 3, "training.rollout_every": 1, "training.checkpoint_every": 1,
-             "training.val_every": 1, "training.lr_warmup_steps": 1, "dataloader.batch_size": 16,
-             "dataloader.num_workers": 0, "val_dataloader.batch_size": 16, "val_dataloader.num_workers": 0,
-             "task.env_runner.n_train": 0, "task.env_runner.n_train_vis": 0, "task.env_runner.n_test": 1,
-             "task.env_runner.n_test_vis": 1}
+    small = small_offline_sizes(3, n_test_vis=1)
     straight = tmp_path / "straight"
     run_offline(lift_lowdim_abs_file, straight, **small)
     after_two = straight / "checkpoints" / "epoch_0001-score_0.000.ckpt"
