@@ -94,8 +94,15 @@ class EnsembleLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n, 1, out_dim).uniform_(-bound, bound))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+    def params(self, members: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of all members, or of the given member indices."""
+        if members is None:
+            return self.weight, self.bias
+        return self.weight[members], self.bias[members]
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        weight, bias = self.params(members)
+        return torch.baddbmm(bias, x, weight)
 
 
 class CriticEnsemble(nn.Module):
@@ -117,16 +124,13 @@ class CriticEnsemble(nn.Module):
 
     def forward(self, state: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         """(n_critics, B) Q values, or (len(members), B) for the given member indices."""
-        layers = [(layer.weight, layer.bias) for layer in (*self.hidden, self.out)]
-        if members is not None:
-            layers = [(w[members], b[members]) for w, b in layers]
-        (w0, b0), n = layers[0], layers[0][0].shape[0]
+        w0, b0 = self.hidden[0].params(members)
+        n = w0.shape[0]
         x = torch.baddbmm(b0, state.unsqueeze(0).expand(n, -1, -1), w0[:, : self.state_dim])
         x = F.gelu(torch.baddbmm(x, action.unsqueeze(0).expand(n, -1, -1), w0[:, self.state_dim:]))
-        for w, b in layers[1:-1]:
-            x = F.gelu(torch.baddbmm(b, x, w))
-        w, b = layers[-1]
-        return torch.sigmoid(torch.baddbmm(b, x, w).squeeze(-1))
+        for layer in self.hidden[1:]:
+            x = F.gelu(layer(x, members))
+        return torch.sigmoid(self.out(x, members).squeeze(-1))
 
 
 CriticView = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
