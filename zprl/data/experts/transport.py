@@ -30,6 +30,15 @@ CARRY_Z = 1.12  # hand height for carrying: clears bin walls (~0.95) and lid han
 HANDOVER_Z = 1.1  # about shoulder height, where a Panda reaches furthest
 # Objects inside a bin are approached from this far above, over the bin's 0.15 m walls.
 IN_BIN_APPROACH = 0.17
+# The lid goes down on the free half of robot0's table, on the far side from the robot and let go
+# of a hand's width above the table: lowering a hand low and close to the robot's base folds the
+# Panda until its forearm points straight down, where the two wrist roll joints turn about almost
+# the same axis and wind up against each other (joint 7 at its limit), and a wound wrist bends the
+# wrong way later and cannot reach out to the handover.
+LID_ASIDE = np.array([-0.4, 0.1])
+LID_DROP_Z = 0.15
+WOUND = 1.0  # joint 5 turned this far (rad) counts as a wound wrist
+UNWIND_REACH, UNWIND_DZ = (0.27, 0.31, 0.23), 0.05  # where a wound wrist unwinds: hand in front of the base
 
 
 def eased(tier: Tier) -> Tier:
@@ -170,6 +179,26 @@ class TransportExpert(Expert):
         yield from self.move(i, np.array([xy[0], xy[1], lift_z]), tol=0.02, timeout=40)
         return True
 
+    def wrist_twist(self, i: int) -> float:
+        """Angle of arm i's forearm roll joint (joint 5), 0 at reset."""
+        robot = self.raw.robots[i]
+        return float(self.sim.data.qpos[robot._ref_joint_pos_indexes[4]])
+
+    def unwind(self, i: int) -> Iterator[None]:
+        """Bring a wound wrist back (see LID_ASIDE): with the hand low and close in front of the
+        robot the forearm hangs straight down, where joints 5 and 7 turn about one axis and OSC's
+        pull toward the reset joints can turn them back; leave as soon as joint 5 is near zero."""
+        if abs(self.wrist_twist(i)) < WOUND:
+            return
+        robot = self.raw.robots[i]
+        base = self.sim.data.body_xpos[self.sim.model.body_name2id(robot.robot_model.root_body)]
+        out = -np.sign(base[1])  # both robots face the gap between the tables at y = 0
+        for reach in UNWIND_REACH:  # how far out it unwinds varies: try a few spots in turn
+            spot = np.array([base[0], base[1] + out * reach, base[2] + UNWIND_DZ])
+            yield from self.move(i, spot, tol=0.005, timeout=50, until=lambda: abs(self.wrist_twist(i)) < 0.35)
+            if abs(self.wrist_twist(i)) < 0.35:
+                return
+
     # -- lock-step driver ----------------------------------------------------------------------
     def together(self, *scripts: Iterator[None]) -> Iterator[None]:
         """Step each arm script once per control step until all have finished; an arm whose
@@ -200,7 +229,8 @@ class TransportExpert(Expert):
         handover = np.array([middle[0], middle[1], HANDOVER_Z])
         toward = _angle(arm1.pos() - arm0.pos())  # direction from robot0 to robot1
         to1 = np.array([np.cos(toward), np.sin(toward), 0.0])
-        state = {"hammer_up": False, "trash_done": False}
+        # shared between the two arm scripts; kept on the expert so a rollout can be inspected
+        state = self._state = {"hammer_up": False, "trash_done": False}
 
         def robot0():
             # 1. lid off: fingers across the handle bar, set it down on the free half of the table
@@ -213,10 +243,10 @@ class TransportExpert(Expert):
                                              grasp_dz=0.004, lift_z=CARRY_Z + 0.05, mistakes=False)
                 if lifted:
                     break
-            aside = start_bin[:2] + [-0.4, 0.0]
+            aside = start_bin[:2] + LID_ASIDE
             table_z = self.raw.table_offsets[0][2]
             yield from self.move(0, np.append(aside, CARRY_Z + 0.05), tol=0.03, timeout=90)
-            yield from self.move(0, np.append(aside, table_z + 0.08), tol=0.02, timeout=50)
+            yield from self.move(0, np.append(aside, table_z + LID_DROP_Z), tol=0.02, timeout=50)
             yield from self.wait(0, 8, OPEN)
             yield from self.move(0, arm0.pos() + [0.0, 0.0, 0.08], tol=0.02, timeout=30)
 
@@ -249,7 +279,10 @@ class TransportExpert(Expert):
                 yield from self.wait(0, 1)
             yield from self.wait(0, 10, OPEN)
             state["released"] = True
-            yield from self.move(0, arm0.pos() - 0.15 * to1 + [0.0, 0.0, 0.05], tol=0.02, timeout=40)
+            # up off the handle before backing away: backing along the handle with the hand near the
+            # head drags the hammer out of robot1's hand
+            yield from self.move(0, arm0.pos() + [0.0, 0.0, 0.06], tol=0.02, timeout=25)
+            yield from self.move(0, arm0.pos() - 0.15 * to1, tol=0.02, timeout=40)
 
         def robot1():
             # 1. trash cube from the target bin into the trash bin
@@ -267,6 +300,9 @@ class TransportExpert(Expert):
                                  until=lambda: np.linalg.norm(tg.trash_pos[:2] - drop[:2]) < 0.02)
             yield from self.wait(1, 10, OPEN)
             state["trash_done"] = True
+            # the trash pick low in the target bin can wind robot1's wrist the same way
+            yield from self.move(1, arm1.pos() + [0.0, 0.0, 0.05], tol=0.02, timeout=15)
+            yield from self.unwind(1)
 
             # 2. wait above the handover point, then take the hammer near its head
             near = handover + 0.12 * to1 + [0.0, 0.0, 0.10]
