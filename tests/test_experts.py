@@ -95,7 +95,7 @@ def _finger_dir(env, robot):
     return d / np.linalg.norm(d)
 
 
-@pytest.mark.slow  # passes (2026-11-24); transport's expert as a whole is experimental (README status)
+@pytest.mark.slow
 def test_transport_trash_cleared_while_robot0_unpacks_the_hammer(envs):
     env = envs("transport")
     np.random.seed(5)
@@ -123,18 +123,26 @@ def test_transport_trash_cleared_while_robot0_unpacks_the_hammer(envs):
     assert not tg.payload_in_target_bin  # not done yet
 
 
-@pytest.mark.slow
-# Measured 2026-11-24: both tiers fail seed 11 (and 1 of 2 earlier episodes failed): robot0's reach
-# runs out before the handover. Kept as an expected failure so `make test-slow` stays readable and
-# an XPASS shows when the expert is fixed.
-@pytest.mark.xfail(reason="transport expert is experimental: the handover fails (README status)", strict=False)
-@pytest.mark.parametrize("tier", [None, "okay"])
+# Measured 2026-12-05: okay passes (>= 3 of 4); expert succeeds on 13 and 14 only. Seeds 11 and 12
+# fail the same way: robot1's trash cube never leaves the target bin, yet its grasp's lift check
+# passes (retries 0), and the hammer is put in on top of it. In generate_demos' episodes (its own
+# model draw and seeding) the expert made 50/52 and the mixed tiers 50/60 (README status).
+_TRASH_SLIP = pytest.mark.xfail(reason="transport expert: trash cube not carried on seeds 11, 12", strict=False)
+
+
+@pytest.mark.slow  # ~25 s an episode
+@pytest.mark.parametrize("tier", [pytest.param(None, marks=_TRASH_SLIP), "okay"])
 def test_transport_expert_succeeds(envs, tier):
-    ok, actions, expert = _rollout(envs("transport"), "transport", 11, tier)
-    assert ok, f"transport expert ({tier or 'expert'}) failed on seed 11"
-    assert actions.shape[1] == 14
-    for arm in (0, 1):  # each arm opened and closed its gripper
-        assert set(np.unique(actions[:, 7 * arm + 6])) == {-1.0, 1.0}
+    # A fixed sample of 4 seeds (chosen before running them) with one failure allowed.
+    seeds = [11, 12, 13, 14]
+    results = {seed: _rollout(envs("transport"), "transport", seed, tier) for seed in seeds}
+    wins = [seed for seed, (ok, _, _) in results.items() if ok]
+    assert len(wins) >= 3, f"transport expert ({tier or 'expert'}) succeeded only on seeds {wins} of {seeds}"
+    for seed in wins:
+        actions = results[seed][1]
+        assert actions.shape[1] == 14 and np.all(np.abs(actions) <= 1.0)
+        for arm in (0, 1):  # each arm opened and closed its gripper
+            assert set(np.unique(actions[:, 7 * arm + 6])) == {-1.0, 1.0}
 
 
 def test_transport_eases_tiers_but_keeps_their_order():
