@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from zprl.common.config import command_line_error  # (also registers our OmegaConf resolvers)
 from zprl.common.errors import NonFiniteLoss, UserInputError, find_user_error
 from zprl.workspace.cleanup import remove_if_only_hydra_files
-from zprl.workspace.distributed import hydra_args_for_this_process, launched_world
+from zprl.workspace.launch import hydra_args_for_this_process, launched_world
 
 # Under accelerate launch every process runs this file; the main one (rank 0) owns the run dir and speaks.
 RANK, WORLD = launched_world()

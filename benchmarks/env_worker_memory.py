@@ -1,4 +1,4 @@
-"""Memory of one env worker process (robosuite + robomimic + torch imported, one env built, stepped).
+"""Memory of one env worker process (robosuite and MuJoCo imported, one env built, stepped).
 
     python benchmarks/env_worker_memory.py [--tasks lift,square] [--workers 2] [--chunks 20]
 

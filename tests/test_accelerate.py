@@ -118,7 +118,7 @@ def test_rank_slice_splits_every_global_batch_evenly():
 
 
 def test_only_the_main_process_gets_a_hydra_run_dir(monkeypatch):
-    from zprl.workspace.distributed import hydra_args_for_this_process
+    from zprl.workspace.launch import hydra_args_for_this_process
 
     argv = ["--config-name=x", "task=lift_lowdim_abs", "hydra.run.dir=out/run", "hydra/job_logging=default"]
     for name in ("RANK", "WORLD_SIZE"):

@@ -114,17 +114,14 @@ def register_obs_modalities(obs_keys) -> None:
     ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": low, "rgb": rgb}})
 
 
-def create_env(env_meta: dict, obs_keys=None, render_offscreen: bool | None = None,
-               abs_action: bool | None = None, hard_reset: bool | None = None,
-               postprocess_visual_obs: bool = False):
-    """robomimic ``EnvRobosuite`` from env_meta.
+def prepare_env_meta(env_meta: dict, obs_keys=None, abs_action: bool | None = None,
+                     hard_reset: bool | None = None) -> tuple[dict, list[str], bool]:
+    """(env_meta edited for these overrides, the observation keys, whether images are wanted).
 
     obs_keys: the observation keys wanted (default: low-dim keys plus the meta's cameras).
     abs_action / hard_reset: override what the meta says (datasets store delta-action metas).
-    postprocess_visual_obs=False keeps images uint8 HWC, as datasets store them.
+    Cameras become exactly the ``*_image`` keys asked for.
     """
-    import robomimic.utils.env_utils as EnvUtils
-
     meta = copy.deepcopy(env_meta)
     kw = meta["env_kwargs"]
     if abs_action is not None:
@@ -139,8 +136,22 @@ def create_env(env_meta: dict, obs_keys=None, render_offscreen: bool | None = No
     obs_keys = list(obs_keys)
     wants_images = any(k.endswith("_image") for k in obs_keys)
     if wants_images:
-        wanted_cams = [k[: -len("_image")] for k in obs_keys if k.endswith("_image")]
-        kw["camera_names"] = wanted_cams
+        kw["camera_names"] = [k[: -len("_image")] for k in obs_keys if k.endswith("_image")]
+    return meta, obs_keys, wants_images
+
+
+def create_env(env_meta: dict, obs_keys=None, render_offscreen: bool | None = None,
+               abs_action: bool | None = None, hard_reset: bool | None = None,
+               postprocess_visual_obs: bool = False):
+    """robomimic ``EnvRobosuite`` from env_meta (the data tools' env; rollouts use
+    ``zprl.env.robosuite_env.RobosuiteEnv``, which behaves the same without importing torch).
+
+    obs_keys, abs_action, hard_reset: see ``prepare_env_meta``.
+    postprocess_visual_obs=False keeps images uint8 HWC, as datasets store them.
+    """
+    import robomimic.utils.env_utils as EnvUtils
+
+    meta, obs_keys, wants_images = prepare_env_meta(env_meta, obs_keys, abs_action, hard_reset)
     register_obs_modalities(obs_keys)
     from zprl.env.render_patch import apply_render_patches
 

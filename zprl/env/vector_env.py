@@ -101,8 +101,8 @@ class _FailedEnv(gym.Wrapper):
 
 class EnvFactory:
     """Callable env_fn. With ``stand_in_here`` it returns the space-only stand-in in the process
-    that made it and builds the real env anywhere else (the workers), after applying ``env_vars``
-    and pinning torch to one thread (workers share the machine's cores). Without, it always
+    that made it and builds the real env anywhere else (the workers), after applying ``env_vars``.
+    Workers import robosuite, MuJoCo and numpy, not torch (``zprl.env.robosuite_env``). Without, it always
     builds the real env (SyncVectorEnv)."""
 
     def __init__(self, config: RolloutEnvConfig, stand_in_here: bool):
@@ -112,11 +112,8 @@ class EnvFactory:
     def __call__(self) -> gym.Env:
         if self.owner_pid == os.getpid():
             return self.config.spaces_only()
-        if self.owner_pid is not None:  # a worker process: its own env vars, one torch thread
+        if self.owner_pid is not None:  # a worker process: its own env vars; no torch (slim workers)
             os.environ.update({k: str(v) for k, v in self.config.env_vars.items()})
-            import torch
-
-            torch.set_num_threads(1)
             try:
                 return self.config.build()
             except Exception as err:

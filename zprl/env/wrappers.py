@@ -43,6 +43,43 @@ def numpy_global_rng(rng: np.random.RandomState):
         np.random.set_state(saved)
 
 
+def rot6d_action_to_abs_np(action) -> np.ndarray:
+    """(10 * n_arms,) rot6d action -> (7 * n_arms,) position + axis-angle + gripper (float64).
+
+    ``zprl.data.rotation.rot6d_action_to_abs`` step for step in numpy (env workers do not import
+    torch): Gram-Schmidt on the two stored columns, the quaternion from the best-conditioned of the
+    four classic solutions, then the rotation vector (angle in [0, pi]). Degenerate columns give the
+    same (arbitrary but finite) rotation as the torch map; ``tests/test_robosuite_env.py`` compares them.
+    """
+    arms = np.asarray(action, dtype=np.float64).reshape(-1, ARM_ROT6D_DIM)
+
+    def unit(v):
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+    b1 = unit(arms[:, 3:6])
+    b2 = unit(arms[:, 6:9] - (b1 * arms[:, 6:9]).sum(-1, keepdims=True) * b1)
+    m = np.stack([b1, b2, np.cross(b1, b2)], axis=-1)
+    d0, d1, d2 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
+    four_sq = np.stack([1 + d0 + d1 + d2, 1 + d0 - d1 - d2, 1 - d0 + d1 - d2, 1 - d0 - d1 + d2], -1)
+    big = 0.5 * np.sqrt(np.maximum(four_sq, 0.0))
+    den = np.maximum(4.0 * big, 1e-12)
+    s21, s02, s10 = m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]
+    a01, a02, a12 = m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1]
+    cands = np.stack([
+        np.stack([s21 / den[:, 0], s02 / den[:, 0], s10 / den[:, 0], big[:, 0]], -1),
+        np.stack([big[:, 1], a01 / den[:, 1], a02 / den[:, 1], s21 / den[:, 1]], -1),
+        np.stack([a01 / den[:, 2], big[:, 2], a12 / den[:, 2], s02 / den[:, 2]], -1),
+        np.stack([a02 / den[:, 3], a12 / den[:, 3], big[:, 3], s10 / den[:, 3]], -1)], -2)
+    q = cands[np.arange(len(m)), four_sq.argmax(-1)]
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    q = np.where(q[:, 3:4] < 0, -q, q)
+    s = np.linalg.norm(q[:, :3], axis=-1, keepdims=True)  # sin(angle / 2)
+    half = np.arctan2(s, q[:, 3:4])
+    small = half < 0.5 * 1e-3
+    factor = np.where(small, 2.0 + half * half / 3.0, 2.0 * half / np.where(small, 1.0, s))
+    return np.concatenate([arms[:, :3], q[:, :3] * factor, arms[:, 9:10]], axis=-1).reshape(-1)
+
+
 def observation_space_for(shape_meta: dict) -> gym.spaces.Dict:
     spaces = {}
     for key, meta in shape_meta["obs"].items():
@@ -77,7 +114,7 @@ class RobomimicGymEnv(gym.Env):
     def __init__(self, env_meta: dict, shape_meta: dict, abs_action: bool = True, max_steps: int | None = None,
                  render_camera: str = "agentview", render_size: tuple[int, int] | None = (256, 256)):
         from zprl.env.render_patch import apply_render_patches
-        from zprl.env.robomimic_env import create_env
+        from zprl.env.robosuite_env import RobosuiteEnv
 
         self.shape_meta = shape_meta
         self.abs_action = abs_action
@@ -98,8 +135,8 @@ class RobomimicGymEnv(gym.Env):
         # size, kept across resets since hard_reset=False): a fixed stream makes every env the same
         # task in every process and run, so evaluation seeds mean the same episodes everywhere.
         with numpy_global_rng(np.random.RandomState(0)):
-            self.env = create_env(env_meta, obs_keys=list(shape_meta["obs"]), abs_action=abs_action,
-                                  hard_reset=False, render_offscreen=True if self.render_size is not None else None)
+            self.env = RobosuiteEnv(env_meta, obs_keys=list(shape_meta["obs"]), abs_action=abs_action,
+                                    hard_reset=False, render_offscreen=True if self.render_size is not None else None)
         self.n_arms = len(self.env.env.robots)
         self.control_freq = float(self.env.env.control_freq)
         self.metadata = {**self.metadata, "render_fps": self.control_freq}
@@ -122,9 +159,7 @@ class RobomimicGymEnv(gym.Env):
             raise ValueError(f"action of shape {action.shape}; this env takes one of "
                              f"{sorted(self._action_dims)} values per step")
         if self.abs_action and action.shape[-1] == ARM_ROT6D_DIM * self.n_arms:
-            from zprl.data.rotation import rot6d_action_to_abs
-
-            action = np.asarray(rot6d_action_to_abs(action), dtype=np.float64)
+            action = rot6d_action_to_abs_np(action)
         return action
 
     def _convert_obs(self, raw: dict) -> dict:

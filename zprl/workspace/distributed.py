@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from zprl.common.errors import UserInputError
+from zprl.workspace.launch import launched_world
 
 log = logging.getLogger("zprl")
 
@@ -25,36 +26,6 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 # Non-main processes wait at a barrier while the main one validates, rolls out and checkpoints; NCCL's
 # default 10 minutes is shorter than a paper-size rollout phase can be.
 BARRIER_TIMEOUT = datetime.timedelta(hours=2)
-
-
-def launched_world() -> tuple[int, int]:
-    """(this process's rank, number of processes) as the launcher (torchrun / accelerate launch, mpirun)
-    set them; (0, 1) for a plain ``python train.py``. Read before anything is initialised."""
-
-    def first(names, default):
-        for name in names:
-            if os.environ.get(name, "").strip():
-                return int(os.environ[name])
-        return default
-
-    rank = first(("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"), 0)
-    world = first(("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"), 1)
-    return rank, world
-
-
-def hydra_args_for_this_process(argv: list[str]) -> list[str]:
-    """train.py's command line for Hydra in this process.
-
-    Every process runs Hydra, and each would resolve ``hydra.run.dir``'s timestamp at its own moment
-    and make its own directory. The main process keeps the command line; the others get a run dir of
-    ``.`` with no ``.hydra/`` and no log file, so they create and write nothing, and the workspace
-    hands them the main process's directory (``broadcast_output_dir``)."""
-    rank, world = launched_world()
-    if world <= 1 or rank == 0:
-        return list(argv)
-    mine = ("hydra.run.dir=", "hydra.output_subdir=", "hydra/job_logging=")
-    kept = [a for a in argv if not a.lstrip("+~").startswith(mine)]
-    return kept + ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=none"]
 
 
 def mixed_precision_of(cfg) -> str:
