@@ -6,7 +6,7 @@ For each task and observation kind (low-dim; two 84x84 cameras) it starts ``--wo
 processes exactly as training does (zprl.env.vector_env.make_vector_env, forkserver, shared-memory
 observations), resets and steps them, and prints per worker RSS, USS (memory only that process
 holds) and PSS (RSS with shared pages split among the processes sharing them), median over workers,
-in MiB. USS is what one more worker adds; RSS is what `top` shows. Rendering here is Mesa's
+in MiB, and the start-up time (workers started, envs built and reset, all in parallel). USS is what one more worker adds; RSS is what `top` shows. Rendering here is Mesa's
 llvmpipe (CPU); with NVIDIA's EGL a worker also holds a GL context on the GPU, not measured here.
 """
 
@@ -16,6 +16,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -49,9 +50,11 @@ def measure(task: str, obs: str, workers: int, chunks: int) -> dict:
     meta = make_env_meta(task, obs="image" if obs == "image" else "low_dim", image_size=84, abs_action=False)
     cfg = RolloutEnvConfig(env_meta=meta, shape_meta=shape_meta(task, obs), n_obs_steps=1, n_action_steps=4,
                            max_steps=400, abs_action=False, render_size=None)
+    start = time.perf_counter()
     venv = make_vector_env(cfg, workers, asynchronous=True)
     try:
         venv.reset(seed=list(range(workers)))
+        startup = time.perf_counter() - start  # processes started, envs built, first episodes reset
         rng = np.random.default_rng(0)
         for _ in range(chunks):
             venv.step(rng.uniform(-0.2, 0.2, size=venv.action_space.shape).astype(np.float32))
@@ -59,7 +62,8 @@ def measure(task: str, obs: str, workers: int, chunks: int) -> dict:
     finally:
         venv.close()
     mib = 2 ** 20
-    return {k: statistics.median(getattr(i, k) / mib for i in infos) for k in ("rss", "uss", "pss")} | {"n": len(infos)}
+    medians = {k: statistics.median(getattr(i, k) / mib for i in infos) for k in ("rss", "uss", "pss")}
+    return medians | {"n": len(infos), "startup": startup}
 
 
 def main():
@@ -70,13 +74,13 @@ def main():
     args = p.parse_args()
     print(f"# {' '.join([os.path.basename(sys.executable)] + sys.argv)}; {args.workers} workers per row, "
           f"{args.chunks} chunks of 4 steps after reset; MUJOCO_GL={os.environ.get('MUJOCO_GL')}")
-    print("| task | observations | workers measured | RSS MiB | USS MiB | PSS MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| task | observations | workers measured | RSS MiB | USS MiB | PSS MiB | start-up s |")
+    print("|---|---|---|---|---|---|---|")
     for task in args.tasks.split(","):
         for obs in ("low_dim", "image"):
             r = measure(task, obs, args.workers, args.chunks)
             label = "two 84x84 cameras + low-dim" if obs == "image" else "low-dim"
-            print(f"| {task} | {label} | {r['n']} | {r['rss']:.0f} | {r['uss']:.0f} | {r['pss']:.0f} |", flush=True)
+            print(f"| {task} | {label} | {r['n']} | {r['rss']:.0f} | {r['uss']:.0f} | {r['pss']:.0f} | {r['startup']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
