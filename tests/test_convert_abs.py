@@ -125,7 +125,7 @@ def test_check_describes_a_good_file(lift_delta):
     assert info["env_meta"]["env_name"] == "Lift" and info["masks"] == ["train", "valid"]
 
 
-def _one_line_error(call, *needles):
+def assert_one_line_error(call, *needles):
     with pytest.raises(UserInputError) as exc:
         call()
     msg = str(exc.value)
@@ -137,44 +137,44 @@ def _one_line_error(call, *needles):
 
 def test_check_rejects_bad_files(lift_delta, tmp_path):
     good = lift_delta["path"]
-    _one_line_error(lambda: check_robomimic_file(tmp_path / "nope.hdf5"), "dataset not found", "nope.hdf5")
+    assert_one_line_error(lambda: check_robomimic_file(tmp_path / "nope.hdf5"), "dataset not found", "nope.hdf5")
     text = tmp_path / "notes.hdf5"
     text.write_text("not hdf5")
-    _one_line_error(lambda: check_robomimic_file(text), "not an HDF5 file", str(text))
+    assert_one_line_error(lambda: check_robomimic_file(text), "not an HDF5 file", str(text))
     no_data = tmp_path / "no_data.hdf5"
     with h5py.File(no_data, "w") as f:
         f.create_group("stuff")
-    _one_line_error(lambda: check_robomimic_file(no_data), "no 'data' group")
+    assert_one_line_error(lambda: check_robomimic_file(no_data), "no 'data' group")
     no_args = tmp_path / "no_args.hdf5"
     with h5py.File(no_args, "w") as f:
         f.create_group("data/demo_0").create_dataset("actions", data=np.zeros((2, 7)))
-    _one_line_error(lambda: check_robomimic_file(no_args), "'env_args'")
+    assert_one_line_error(lambda: check_robomimic_file(no_args), "'env_args'")
     no_demos = tmp_path / "no_demos.hdf5"
     with h5py.File(no_demos, "w") as f:
         f.create_group("data").attrs["env_args"] = json.dumps(lift_delta["meta"])
-    _one_line_error(lambda: check_robomimic_file(no_demos), "no demo groups")
-    _one_line_error(lambda: check_robomimic_file(good, need_obs_keys=["agentview_image"]),
+    assert_one_line_error(lambda: check_robomimic_file(no_demos), "no demo groups")
+    assert_one_line_error(lambda: check_robomimic_file(good, need_obs_keys=["agentview_image"]),
                     "'agentview_image'", good, "robot0_eef_pos")
-    _one_line_error(lambda: check_robomimic_file(good, action_dim=10), "expected 10, found 7",
+    assert_one_line_error(lambda: check_robomimic_file(good, action_dim=10), "expected 10, found 7",
                     "stores delta actions", "python -m zprl.data.convert_abs")
-    _one_line_error(lambda: check_robomimic_file(good, filter_key="test"), "'test'", "train, valid")
-    _one_line_error(lambda: check_robomimic_file(good, filter_key="valid"), "'valid'", "lists no demos")
-    _one_line_error(lambda: check_robomimic_file(good, abs_action=True), "delta actions", "convert_abs")
+    assert_one_line_error(lambda: check_robomimic_file(good, filter_key="test"), "'test'", "train, valid")
+    assert_one_line_error(lambda: check_robomimic_file(good, filter_key="valid"), "'valid'", "lists no demos")
+    assert_one_line_error(lambda: check_robomimic_file(good, abs_action=True), "delta actions", "convert_abs")
 
 
 def test_action_dim_hint_for_absolute_files(lift_abs):
-    msg = _one_line_error(lambda: check_robomimic_file(lift_abs["path"], action_dim=14), "expected 14, found 7",
+    msg = assert_one_line_error(lambda: check_robomimic_file(lift_abs["path"], action_dim=14), "expected 14, found 7",
                           "shape_meta")
     assert "convert_abs" not in msg
 
 
 def test_convert_refuses_bad_requests_and_writes_nothing(lift_delta, lift_abs, tmp_path):
     out = tmp_path / "out.hdf5"
-    _one_line_error(lambda: convert_file(tmp_path / "missing.hdf5", out), "dataset not found")
-    _one_line_error(lambda: convert_file(lift_abs["path"], out), "already stores absolute actions")
-    _one_line_error(lambda: convert_file(lift_delta["path"], lift_delta["path"]), "is the input file")
+    assert_one_line_error(lambda: convert_file(tmp_path / "missing.hdf5", out), "dataset not found")
+    assert_one_line_error(lambda: convert_file(lift_abs["path"], out), "already stores absolute actions")
+    assert_one_line_error(lambda: convert_file(lift_delta["path"], lift_delta["path"]), "is the input file")
     out.write_bytes(b"keep me")
-    _one_line_error(lambda: convert_file(lift_delta["path"], out), "exists", "--overwrite")
+    assert_one_line_error(lambda: convert_file(lift_delta["path"], out), "exists", "--overwrite")
     assert out.read_bytes() == b"keep me"
     assert sorted(os.listdir(tmp_path)) == ["out.hdf5"]
 

@@ -55,9 +55,7 @@ class RobosuiteEnv:
         self.image_keys = [k for k in self.obs_keys if k.endswith("_image")]
         kwargs = dict(meta["env_kwargs"])
         kwargs.update(has_renderer=False, ignore_done=True, use_object_obs=True, use_camera_obs=wants_images,
-                      camera_depths=False,
-                      has_offscreen_renderer=bool(wants_images if render_offscreen is None else render_offscreen)
-                      or wants_images)
+                      camera_depths=False, has_offscreen_renderer=bool(render_offscreen) or wants_images)
         if kwargs["has_offscreen_renderer"]:
             device = _render_gpu_device_id()
             if device is not None:

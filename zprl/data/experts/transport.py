@@ -229,8 +229,7 @@ class TransportExpert(Expert):
         handover = np.array([middle[0], middle[1], HANDOVER_Z])
         toward = _angle(arm1.pos() - arm0.pos())  # direction from robot0 to robot1
         to1 = np.array([np.cos(toward), np.sin(toward), 0.0])
-        # shared between the two arm scripts; kept on the expert so a rollout can be inspected
-        state = self._state = {"hammer_up": False, "trash_done": False}
+        state = {"hammer_up": False, "trash_done": False}  # shared between the two arm scripts
 
         def robot0():
             # 1. lid off: fingers across the handle bar, set it down on the free half of the table
