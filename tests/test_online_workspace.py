@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 from conftest import run_online
-from zprl.common.checkpoint import load_checkpoint
+from zprl.common.checkpoint import BASE_SHA_FILE, load_checkpoint, weights_sha256
 from zprl.common.logging import read_json_lines
 
 
@@ -49,6 +49,20 @@ def test_base_policy_stays_bit_identical(online_run, tiny_base_ckpt):
     assert saved.keys() == live.keys()
     for name, tensor in saved.items():
         assert torch.equal(tensor, live[name].cpu()), f"base parameter {name} changed during RL"
+
+
+def test_run_names_its_base_weights_beside_the_logs(online_run, tiny_base_ckpt):
+    """base_policy.sha256 (what zprl.report names the base by) hashes the EMA weights the run steered:
+    the same for any copy of the checkpoint, different for any other weights."""
+    _, _, out = online_run
+    with open(os.path.join(out, BASE_SHA_FILE)) as f:
+        recorded = f.read().strip()
+    saved = load_checkpoint(tiny_base_ckpt)["state"]["ema_model"]
+    assert recorded == weights_sha256(saved)
+    nudged = {k: v.clone() for k, v in saved.items()}
+    name = next(k for k, v in nudged.items() if v.is_floating_point())
+    nudged[name].view(-1)[0] += 1e-3
+    assert weights_sha256(nudged) != recorded
 
 
 def test_checkpoint_holds_what_resume_needs(online_run, tiny_base_ckpt):

@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ONLINE_CONFIG, compose_config
-from zprl.common.checkpoint import atomic_save, file_sha256
+from zprl.common.checkpoint import BASE_SHA_FILE, atomic_save, file_sha256
 from zprl.common.errors import UserInputError, run_cli
 from zprl.report import load_run, main, normalized_auc, t_interval, write_report
 
@@ -330,3 +330,25 @@ def test_report_regenerates_byte_identically(tmp_path, base_file):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     png = (first / names[1]).read_bytes()
     assert png.startswith(b"\x89PNG") and b"Software" not in png and b"matplotlib" not in png
+
+
+def test_recorded_base_weights_name_the_base_wherever_the_page_is_rebuilt(tmp_path, base_file):
+    """A run's base_policy.sha256 (written by the online workspace) wins over the file on disk, so committed
+    logs rebuild the same page where the base checkpoint is missing or was retrained (new timings, same
+    weights); a malformed one is refused in one line."""
+    weights = "ab" * 32
+    a = make_run(tmp_path, "a", "zprl", 0, [0.1, 0.2, 0.3], base_file)
+    b = make_run(tmp_path, "b", "zprl", 1, [0.1, 0.2, 0.3], str(tmp_path / "not_here.ckpt"))
+    for run in (a, b):
+        with open(os.path.join(run, BASE_SHA_FILE), "w") as f:
+            f.write(weights + "\n")
+    assert load_run(a).identity["base checkpoint"] == load_run(b).identity["base checkpoint"] == f"weights sha256:{weights}"
+    write_report([a, b], str(tmp_path / "out"))
+    with open(os.path.join(b, BASE_SHA_FILE), "w") as f:
+        f.write("cd" * 32 + "\n")
+    with pytest.raises(UserInputError, match=f"cannot compare {b}: base checkpoint is weights sha256:{'cd' * 32}"):
+        write_report([a, b], str(tmp_path / "out2"))
+    with open(os.path.join(b, BASE_SHA_FILE), "w") as f:
+        f.write("not a hash\n")
+    with pytest.raises(UserInputError, match="should hold one sha256"):
+        load_run(b)

@@ -252,13 +252,23 @@ def label_variants(runs: list) -> None:
                                                 for k in differ) + ")"
 
 
-def _base_identity(cfg, state) -> str:
+def _base_identity(run_dir: str, cfg, state) -> str:
+    """The base a run steered: its weights' sha256 as the run wrote it beside its logs (so a page rebuilt
+    from committed logs names the same base on any machine), else the checkpoint file's sha256 as the run's
+    checkpoint or the file on disk gives it, else the file's path."""
+    from zprl.common.checkpoint import BASE_SHA_FILE, file_sha256
+
+    recorded = os.path.join(run_dir, BASE_SHA_FILE)
+    if os.path.isfile(recorded):
+        with open(recorded) as f:
+            sha = f.read().split()
+        if len(sha) != 1 or len(sha[0]) != 64:
+            raise UserInputError(f"{recorded} should hold one sha256 (64 hex digits); rewrite it or delete it")
+        return f"weights sha256:{sha[0]}"
     if state is not None and state.get("base_ckpt_sha256"):
         return f"sha256:{state['base_ckpt_sha256']}"
     path = str(cfg.online_task.base_ckpt)
     if os.path.isfile(path):
-        from zprl.common.checkpoint import file_sha256
-
         return f"sha256:{file_sha256(path)}"
     # the path as the config gives it, not made absolute: the report must not depend on where it is run
     return f"path:{os.path.normpath(path)}"
@@ -275,7 +285,7 @@ def load_run(run_dir: str) -> Run:
     cfg, state = _config_and_state(run_dir)
     o = cfg.online_task
     identity = {"online_task.name": str(o.name), "online_task.eval_start_seed": int(o.eval_start_seed),
-                "online_task.n_eval_episodes": int(o.n_eval_episodes), "base checkpoint": _base_identity(cfg, state)}
+                "online_task.n_eval_episodes": int(o.n_eval_episodes), "base checkpoint": _base_identity(run_dir, cfg, state)}
     records = read_json_lines(os.path.join(run_dir, "logs.json.txt"))
     evals, last100 = {}, {}
     for r in records:  # a later record at the same env step wins (e.g. after a resume)

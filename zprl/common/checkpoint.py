@@ -20,6 +20,9 @@ import torch
 log = logging.getLogger("zprl")
 
 TMP_PREFIX = ".tmp-"
+# an online run writes its base policy's weights_sha256 into this file beside logs.json.txt (zprl.report
+# reads it): the weights, not the file, since a retrained base's file differs in its timings alone
+BASE_SHA_FILE = "base_policy.sha256"
 
 
 def atomic_save(obj, path: str) -> str:
@@ -62,6 +65,16 @@ def remove_partial_saves(directory: str) -> list[str]:
     if removed:
         log.info("removed %d partial checkpoint file(s) left by an interrupted save in %s", len(removed), directory)
     return removed
+
+
+def weights_sha256(state_dict: dict) -> str:
+    """Content hash of a model's weights: names, dtypes, shapes and bytes in name order, wherever they live."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def file_sha256(path: str) -> str:

@@ -29,7 +29,7 @@ import tqdm
 from gymnasium.vector import AutoresetMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from zprl.common.checkpoint import atomic_save, file_sha256
+from zprl.common.checkpoint import BASE_SHA_FILE, atomic_save, file_sha256, weights_sha256
 from zprl.common.errors import NonFiniteLoss, UserInputError
 from zprl.common.seeding import get_rng_states, set_rng_states, set_seed
 from zprl.devices import resolve_device
@@ -130,6 +130,7 @@ class OnlineWorkspace(BaseWorkspace):
         policy, self.base_cfg, payload = load_base_policy(base_ckpt, device=self.device)
         self.base_ckpt_path = os.path.abspath(base_ckpt)
         self.base_ckpt_sha256 = file_sha256(base_ckpt)
+        self.base_policy_sha256 = weights_sha256(policy.state_dict())
         self.env_meta = payload["state"]["env_meta"]
         check_base_fits_task(cfg.online_task, self.base_cfg, self.env_meta, base_ckpt)
         if cfg.online_task.n_action_steps is not None:
@@ -183,6 +184,9 @@ class OnlineWorkspace(BaseWorkspace):
         # before any output: may read the dataset (steering.res_scale=auto) and fail on it
         prepared = self.steering.prepare(self.base_cfg) if resumed is None else {}
         self.start_logging(resumed, self.agent_steps if resumed else None)
+        # beside the logs, so a results page built from the logs alone names the base it steered
+        with open(os.path.join(self.output_dir, BASE_SHA_FILE), "w") as f:
+            f.write(self.base_policy_sha256 + "\n")
         if prepared:
             self.log_metrics({**self._counters(), **prepared}, step=self.agent_steps)
         self._make_envs()
