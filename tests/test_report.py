@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ONLINE_CONFIG, compose_config
-from zprl.common.checkpoint import BASE_SHA_FILE, atomic_save, file_sha256
+from zprl.common.checkpoint import BASE_CKPT_SHA_FILE, BASE_SHA_FILE, atomic_save, file_sha256
 from zprl.common.errors import UserInputError, run_cli
 from zprl.report import load_run, main, normalized_auc, t_interval, write_report
 
@@ -352,3 +352,8 @@ def test_recorded_base_weights_name_the_base_wherever_the_page_is_rebuilt(tmp_pa
         f.write("not a hash\n")
     with pytest.raises(UserInputError, match="should hold one sha256"):
         load_run(b)
+    # older runs: the base file's sha256 recorded by hand beside the logs beats the file now on disk
+    os.remove(os.path.join(a, BASE_SHA_FILE))
+    with open(os.path.join(a, BASE_CKPT_SHA_FILE), "w") as f:
+        f.write("ef" * 32 + "\n")
+    assert load_run(a).identity["base checkpoint"] == f"sha256:{'ef' * 32}" != f"sha256:{file_sha256(base_file)}"

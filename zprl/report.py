@@ -254,17 +254,18 @@ def label_variants(runs: list) -> None:
 
 def _base_identity(run_dir: str, cfg, state) -> str:
     """The base a run steered: its weights' sha256 as the run wrote it beside its logs (so a page rebuilt
-    from committed logs names the same base on any machine), else the checkpoint file's sha256 as the run's
-    checkpoint or the file on disk gives it, else the file's path."""
-    from zprl.common.checkpoint import BASE_SHA_FILE, file_sha256
+    from committed logs names the same base on any machine), else the checkpoint file's sha256 as recorded
+    beside the logs, the run's checkpoint or the file on disk gives it, else the file's path."""
+    from zprl.common.checkpoint import BASE_CKPT_SHA_FILE, BASE_SHA_FILE, file_sha256
 
-    recorded = os.path.join(run_dir, BASE_SHA_FILE)
-    if os.path.isfile(recorded):
-        with open(recorded) as f:
-            sha = f.read().split()
-        if len(sha) != 1 or len(sha[0]) != 64:
-            raise UserInputError(f"{recorded} should hold one sha256 (64 hex digits); rewrite it or delete it")
-        return f"weights sha256:{sha[0]}"
+    for name, kind in ((BASE_SHA_FILE, "weights sha256"), (BASE_CKPT_SHA_FILE, "sha256")):
+        recorded = os.path.join(run_dir, name)
+        if os.path.isfile(recorded):
+            with open(recorded) as f:
+                sha = f.read().split()
+            if len(sha) != 1 or len(sha[0]) != 64:
+                raise UserInputError(f"{recorded} should hold one sha256 (64 hex digits); rewrite it or delete it")
+            return f"{kind}:{sha[0]}"
     if state is not None and state.get("base_ckpt_sha256"):
         return f"sha256:{state['base_ckpt_sha256']}"
     path = str(cfg.online_task.base_ckpt)
