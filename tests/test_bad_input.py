@@ -202,9 +202,12 @@ def test_eval_entry_points(tiny_base_ckpt, tmp_path):
 def test_data_and_report_entry_points(tmp_path, capsys):
     from zprl.common.errors import run_cli
     from zprl.data import prepare
+    from zprl.demo import main as demo_main
     from zprl.report import main as report_main
 
-    for main, argv, needle in [(prepare.main, ["--task", "lift", "--obs", "low_dim", "--num-demos", "0"],
+    for main, argv, needle in [(demo_main, ["--fast", "--device", "cuda:7", "--out", str(tmp_path / "demo")],
+                                "--device=cuda:7"),
+                               (prepare.main, ["--task", "lift", "--obs", "low_dim", "--num-demos", "0"],
                                 "--num-demos 0 must be at least 1"),
                                (report_main, [str(tmp_path / "no_run"), "-o", str(tmp_path / "r")],
                                 "run directory not found")]:

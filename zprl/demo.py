@@ -61,10 +61,11 @@ class DemoPlan:
     # batch 256 costs ~70 ms with 10 critics and ~17 ms with 2 on one core here)
     n_critics: int = 2
     utd: float = 1
+    device: str = "cpu"  # training and evaluation (python -m zprl.demo --device cuda:0); sims stay on CPU
 
     def offline_overrides(self, dataset_path: str, run_dir: str) -> list[str]:
         o = {
-            "task": f"{TASK}_lowdim_abs", "task.dataset_path": dataset_path, "training.device": "cpu",
+            "task": f"{TASK}_lowdim_abs", "task.dataset_path": dataset_path, "training.device": self.device,
             "training.num_threads": 1,  # two spin-waiting OpenMP threads beside sim workers slow 2 cores down
             "training.seed": 0, "task.dataset.seed": 0, "exp_name": "demo", "logging.mode": "disabled",
             "policy.down_dims": _list(self.down_dims), "dataloader.batch_size": self.batch_size,
@@ -87,7 +88,7 @@ class DemoPlan:
 
     def online_overrides(self, base_ckpt: str, run_dir: str) -> list[str]:
         o = {
-            "online_task": f"{TASK}_lowdim_abs", "online_task.base_ckpt": base_ckpt, "training.device": "cpu",
+            "online_task": f"{TASK}_lowdim_abs", "online_task.base_ckpt": base_ckpt, "training.device": self.device,
             "training.num_threads": 1,
             "training.seed": 0, "exp_name": "demo", "logging.mode": "disabled", "training.resume": "true",
             "online_task.n_envs": self.n_envs, "online_task.n_eval_envs": self.n_eval_envs,
@@ -268,7 +269,7 @@ def run_offline(paths: DemoPaths, plan: DemoPlan) -> None:
 def _run_eval(script: str, checkpoint: str, output_dir: str, plan: DemoPlan) -> None:
     if os.path.exists(output_dir):
         shutil.rmtree(output_dir)  # the entry points refuse to overwrite an evaluation
-    _run(["python", script, "-c", checkpoint, "-o", output_dir, "-d", "cpu", "-n", str(plan.eval_episodes),
+    _run(["python", script, "-c", checkpoint, "-o", output_dir, "-d", plan.device, "-n", str(plan.eval_episodes),
           "--n_vis", str(plan.eval_vis), "--n_envs", str(plan.n_eval_envs)])
 
 
@@ -411,14 +412,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m zprl.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--fast", action="store_true", help="a few-minute smoke version of every stage")
     p.add_argument("--out", default=None, help="output directory (default: data/demo, or data/demo/fast)")
+    p.add_argument("--device", default="cpu", help="torch device of training and evaluation, e.g. cuda:0 "
+                   "(default cpu: the sizes are a CPU's; the results differ in float rounding from CPU's)")
     args = p.parse_args(argv)
     fast = args.fast or os.environ.get("ZPRL_DEMO_FAST", "") not in ("", "0")
-    plan = FAST if fast else DemoPlan()
+    plan = dataclasses.replace(FAST if fast else DemoPlan(), device=args.device)
     out = args.out or os.path.join(repo_root(), "data", "demo", *(["fast"] if fast else []))
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserInputError(f"--out {out} is a file; give a directory for the demo's outputs")
     import torch
 
+    from zprl.devices import resolve_device
+
+    resolve_device(args.device, "--device")  # a device that is not here: one line before any stage runs
     torch.set_num_threads(2)
     paths = DemoPaths(out)
     start = time.monotonic()

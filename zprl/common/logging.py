@@ -92,14 +92,17 @@ def setup_text_log(path: str) -> logging.Logger:
 
 
 def init_wandb(cfg_logging, output_dir: str, config: dict, run_id: str | None = None):
-    """W&B run with mode online / offline / disabled (disabled: a no-op run, nothing imported at run time)."""
-    import wandb
-
+    """W&B run with mode online / offline, or None with mode disabled: wandb is then never imported, so
+    a machine without it (e.g. a GPU node with only the training stack) runs with logs.json.txt alone."""
     mode = cfg_logging.get("mode", "disabled")
     if mode not in ("online", "offline", "disabled"):
         from zprl.common.errors import UserInputError
 
         raise UserInputError(f"logging.mode={mode!r} is not one of online, offline, disabled")
+    if mode == "disabled":
+        return None
+    import wandb
+
     return wandb.init(
         mode=mode,
         project=cfg_logging.get("project", "zprl"),

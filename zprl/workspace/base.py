@@ -101,7 +101,8 @@ class BaseWorkspace:
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         self.json_logger.log(metrics)
-        self.wandb_run.log({k: v for k, v in metrics.items() if not isinstance(v, str)}, step=step)
+        if self.wandb_run is not None:
+            self.wandb_run.log({k: v for k, v in metrics.items() if not isinstance(v, str)}, step=step)
 
     def finish_logging(self) -> None:
         if self.json_logger is not None:

@@ -42,7 +42,9 @@ def apply_debug_overrides(cfg: DictConfig) -> None:
             cfg[key].num_workers = 0
             cfg[key].persistent_workers = False
         r = cfg.task.env_runner
-        r.n_train, r.n_train_vis, r.n_test, r.n_test_vis = 1, 1, 1, 1
+        r.n_train, r.n_test = 1, 1
+        # at most one video each: 0 stays 0 (a machine without ffmpeg, or no videos wanted)
+        r.n_train_vis, r.n_test_vis = min(r.n_train_vis, 1), min(r.n_test_vis, 1)
         r.max_steps = min(r.max_steps, 60)
 
 
@@ -280,14 +282,14 @@ class OfflineWorkspace(BaseWorkspace):
         return sum(losses) / max(len(losses), 1)
 
     def _rollout(self, env_runner, policy) -> dict:
-        import wandb
-
         result = env_runner.run(policy)
         # "test/mean_score" -> "test_mean_score": the name top-k checkpointing monitors.
         out = {k.replace("/", "_"): v for k, v in result.items() if isinstance(v, (int, float))}
         for path in result.get("videos", []):
             name = os.path.splitext(os.path.basename(path))[0]
-            if self.cfg.logging.mode != "disabled":
+            if self.wandb_run is not None:
+                import wandb
+
                 self.wandb_run.log({f"media/{name}": wandb.Video(path, format="mp4")}, step=self.global_step)
         return out
 

@@ -59,7 +59,8 @@ def apply_debug_overrides(cfg: DictConfig) -> None:
     """training.debug=True: 2 training envs, a few hundred env steps, one 2-episode evaluation."""
     with open_dict(cfg):
         t, o = cfg.training, cfg.online_task
-        o.n_envs, o.n_eval_envs, o.n_eval_episodes, o.n_eval_vis = 2, 2, 2, 1
+        o.n_envs, o.n_eval_envs, o.n_eval_episodes = 2, 2, 2
+        o.n_eval_vis = min(o.n_eval_vis, 1)  # 0 stays 0 (a machine without ffmpeg, or no videos wanted)
         o.max_steps = min(o.max_steps, 80)
         if "evaluator" in cfg:  # its keys follow online_task's, also when the config was resolved already
             e = cfg.evaluator
@@ -410,8 +411,6 @@ class OnlineWorkspace(BaseWorkspace):
         return {"time/wall_s": wall_off + time.monotonic() - wall0, "time/cpu_s": cpu}
 
     def _evaluate(self, base_only: bool = False) -> dict:
-        import wandb
-
         policy = SteeredPolicy(self.steering, None if base_only else self.sac.actor, deterministic=True)
         result = self.evaluator.run(policy)
         # keep each evaluation's videos apart: media/eval_<agent_steps>_test_<seed>.mp4
@@ -427,7 +426,9 @@ class OnlineWorkspace(BaseWorkspace):
                      if f"test/{k}" in result},
                   **self._run_times()}
         self.log_metrics(record, step=self.agent_steps)
-        if self.cfg.logging.mode != "disabled":
+        if self.wandb_run is not None:
+            import wandb
+
             for v in videos:
                 self.wandb_run.log({f"media/{os.path.basename(v)[:-4]}": wandb.Video(v, format="mp4")},
                                    step=self.agent_steps)
