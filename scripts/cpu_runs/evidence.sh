@@ -22,6 +22,7 @@
 #   The action residual's progressive horizon H is 1/5 of the run after warm-up, as the authors' 50k is of 250k.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/cpu_runs/isa_env.sh  # CPU kernels pinned to AVX2: numbers that reproduce across machines
 TASK=$1; METHOD=$2; SEED=$3; BASE=$(realpath "$4"); shift 4
 CRITICS=${CRITICS:-10}; UTD=${UTD:-1}; AGENT_STEPS=${AGENT_STEPS:-25000}; N_ENVS=${N_ENVS:-4}
 case $TASK in lift) MAX_STEPS=${MAX_STEPS:-200} ;; *) MAX_STEPS=${MAX_STEPS:-400} ;; esac

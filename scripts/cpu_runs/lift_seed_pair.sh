@@ -2,12 +2,16 @@
 # One lift evidence seed for both interfaces, from a fresh checkout, in one command: builds the 0.60 lift
 # base if it is missing (scripts/cpu_runs/offline_lift_evidence.sh, ~22 min on 2 cores), then runs ZPRL
 # (lambda 0.8) and the action residual side by side (scripts/cpu_runs/evidence.sh, 100k env steps each,
-# ~130 min for the pair on 2 cores), and collects both runs' logs into docs/results/lift/.
+# ~130 min for the pair on 2 cores), and collects both runs' logs into docs/results/lift_avx2/ (RESULTS):
+# runs from the base as the AVX2-pinned scripts build it (weights sha256 703181020ae4..., 0.76 on the
+# held-out seeds; docs/cpu_runs.md, "The lift base depends on the machine"). Check the new runs'
+# base_policy.sha256 against the committed ones before pooling: the report refuses other bases.
 # A session's machine does not keep data/, so start this first thing: base + pair take ~2.6 h.
 #   usage: scripts/cpu_runs/lift_seed_pair.sh SEED        (logs: data/logs/lift_pair_SEED_*.log)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEED=$1
+RESULTS=${RESULTS:-docs/results/lift_avx2}
 BASE=data/peer_check/ours_lr1e-3/checkpoints/latest.ckpt
 mkdir -p data/logs
 [ -f "$BASE" ] || bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base.log 2>&1
@@ -16,5 +20,5 @@ A=data/runs/evidence/lift/action_residual_c10u1/$SEED
 OUT=$Z bash scripts/cpu_runs/evidence.sh lift zprl "$SEED" "$BASE" steering.res_scale=0.8 > "data/logs/lift_pair_${SEED}_zprl.log" 2>&1 &
 OUT=$A bash scripts/cpu_runs/evidence.sh lift action_residual "$SEED" "$BASE" > "data/logs/lift_pair_${SEED}_ar.log" 2>&1 &
 wait
-bash scripts/cpu_runs/collect_results.sh "$Z" "docs/results/lift/zprl_lambda0.8/$SEED"
-bash scripts/cpu_runs/collect_results.sh "$A" "docs/results/lift/action_residual/$SEED"
+bash scripts/cpu_runs/collect_results.sh "$Z" "$RESULTS/zprl_lambda0.8/$SEED"
+bash scripts/cpu_runs/collect_results.sh "$A" "$RESULTS/action_residual/$SEED"

@@ -9,6 +9,7 @@
 # Output: OUT_DIR (default data/peer_check, where benchmarks/peer_check_bc.py keeps it)/ours_lr1e-3/
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/cpu_runs/isa_env.sh  # CPU kernels pinned to AVX2: numbers that reproduce across machines
 OUT=$(realpath -m "${1:-data/peer_check}")
 mkdir -p "$OUT"
 PY=.venv/bin/python
