@@ -21,7 +21,8 @@ log = logging.getLogger("zprl")
 
 TMP_PREFIX = ".tmp-"
 # an online run writes its base policy's weights_sha256 into this file beside logs.json.txt (zprl.report
-# reads it): the weights, not the file, since a retrained base's file differs in its timings alone
+# reads it): the weights, not the file, since a file also holds timings and optimizer state that do not
+# change what the base does
 BASE_SHA_FILE = "base_policy.sha256"
 # runs logged before that file existed: their base checkpoint file's sha256, written beside the logs by hand
 BASE_CKPT_SHA_FILE = "base_ckpt.sha256"
