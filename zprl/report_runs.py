@@ -158,7 +158,7 @@ def _config_and_state(run_dir: str):
     if "online_task" not in cfg or "steering" not in cfg:
         raise UserInputError(f"{path} is not an online run config (no online_task/steering); pass online runs only")
     if cfg.training.get("debug", False):
-        from zprl.workspace.online import apply_debug_overrides
+        from zprl.workspace.online_setup import apply_debug_overrides
 
         apply_debug_overrides(cfg)
     return cfg, None

@@ -10,13 +10,14 @@ episodes end inside a chunk).
 (``_periodic``: updates due, log, evaluation, checkpoint). Everything the loop carries from one
 iteration to the next is an attribute listed in ``LOOP_STATE`` (plus the counters, SAC, replay
 and RNGs), and the checkpoint saves all of it, including each training env's episode in flight,
-so ``training.resume=True`` continues the very run that was interrupted.
+so ``training.resume=True`` continues the very run that was interrupted. What is saved and how it is
+restored lives in zprl/workspace/online_state.py (``OnlineCheckpointing``, mixed in here); the debug
+sizes and the base-fits-task check in zprl/workspace/online_setup.py.
 """
 
 from __future__ import annotations
 
 import collections
-import copy
 import logging
 import math
 import os
@@ -27,11 +28,11 @@ import numpy as np
 import torch
 import tqdm
 from gymnasium.vector import AutoresetMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from zprl.common.checkpoint import BASE_SHA_FILE, atomic_save, file_sha256, weights_sha256
+from zprl.common.checkpoint import BASE_SHA_FILE, file_sha256, weights_sha256
 from zprl.common.errors import NonFiniteLoss, UserInputError
-from zprl.common.seeding import get_rng_states, set_rng_states, set_seed
+from zprl.common.seeding import set_seed
 from zprl.devices import resolve_device
 from zprl.env.vector_env import RolloutEnvConfig, make_vector_env, step_info
 from zprl.policy.checkpoint import load_base_policy
@@ -41,6 +42,8 @@ from zprl.rl.chunk import discounted_chunk_reward, env_steps
 from zprl.rl.replay import EmbeddingReplayBuffer
 from zprl.rl.smoothness import SmoothnessTracker
 from zprl.workspace.base import BaseWorkspace, last_good_state
+from zprl.workspace.online_setup import apply_debug_overrides, check_base_fits_task
+from zprl.workspace.online_state import OnlineCheckpointing, process_cpu_seconds
 
 log = logging.getLogger("zprl")
 
@@ -48,75 +51,15 @@ log = logging.getLogger("zprl")
 # online_task.train_start_seed, evaluation seeds from 100000)
 FAULT_SEED_BASE = 10 ** 9
 
-# The loop's own state besides counters, SAC, replay and RNGs: what one iteration leaves for the next.
 # SAC's losses: a non-finite one stops the run (NonFiniteLoss)
 LOSS_TERMS = ("critic_loss", "actor_loss", "alpha_loss")
-LOOP_STATE = ("collected", "pending", "metrics", "recent_success", "warm", "next_log", "next_eval", "next_ckpt",
-              "last_eval")
-
-
-def apply_debug_overrides(cfg: DictConfig) -> None:
-    """training.debug=True: 2 training envs, a few hundred env steps, one 2-episode evaluation."""
-    with open_dict(cfg):
-        t, o = cfg.training, cfg.online_task
-        o.n_envs, o.n_eval_envs, o.n_eval_episodes = 2, 2, 2
-        o.n_eval_vis = min(o.n_eval_vis, 1)  # 0 stays 0 (a machine without ffmpeg, or no videos wanted)
-        o.max_steps = min(o.max_steps, 80)
-        if "evaluator" in cfg:  # its keys follow online_task's, also when the config was resolved already
-            e = cfg.evaluator
-            e.n_envs, e.n_test, e.n_test_vis, e.max_steps = o.n_eval_envs, o.n_eval_episodes, o.n_eval_vis, o.max_steps
-        t.total_agent_steps, t.warmup_agent_steps, t.training_freq = 64, 16, 16
-        t.batch_size, t.buffer_size = 32, 1000
-        t.eval_every = t.checkpoint_every = 64
-        t.log_every = 16
-        if "progressive_steps" in cfg.steering:  # action residual: full residual use within the run
-            # (the ramp counts from the end of warm-up)
-            cfg.steering.progressive_steps = min(cfg.steering.progressive_steps,
-                                                 t.total_agent_steps - t.warmup_agent_steps)
-
-
-def process_cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its descendants: exited ones (os.times'
-    children fields, once reaped) and live ones (psutil, e.g. the env worker processes)."""
-    t = os.times()
-    total = t.user + t.system + t.children_user + t.children_system
-    try:
-        import psutil
-    except ImportError:  # live workers then count only once they exit
-        return total
-    for child in psutil.Process().children(recursive=True):
-        try:
-            c = child.cpu_times()
-            total += c.user + c.system + c.children_user + c.children_system
-        except psutil.Error:  # exited meanwhile: counted by its parent once reaped
-            pass
-    return total
 
 
 def obs_to_torch(obs: dict, device, dtype=torch.float32) -> dict:
     return {k: torch.as_tensor(np.asarray(v), device=device, dtype=dtype) for k, v in obs.items()}
 
 
-def check_base_fits_task(online_task, base_cfg, env_meta: dict, base_ckpt: str) -> None:
-    """The base policy must have been trained on this online task's robosuite env and observation
-    type (a lift base cannot be steered on can, nor a low-dim base on image observations)."""
-    from zprl.env.robomimic_env import ENV_NAMES
-
-    want_env = ENV_NAMES.get(str(online_task.task))
-    have_env = env_meta.get("env_name")
-    trained = base_cfg.get("task", {}).get("name", have_env)
-    if want_env is not None and have_env != want_env:
-        raise UserInputError(f"online_task.base_ckpt={base_ckpt} was trained on {trained} (robosuite {have_env}), "
-                             f"but online_task={online_task.name} runs {want_env}; pass a base checkpoint of "
-                             f"{online_task.task} or the online_task of {trained}")
-    images = any(m.get("type") == "rgb" for m in base_cfg.shape_meta.obs.values())
-    if images != ("image" in str(online_task.name)):
-        raise UserInputError(f"online_task.base_ckpt={base_ckpt} uses {'image' if images else 'low-dim'} "
-                             f"observations ({trained}) but online_task={online_task.name} does not; pass the "
-                             f"matching online_task (..._{'image' if images else 'lowdim'}_abs)")
-
-
-class OnlineWorkspace(BaseWorkspace):
+class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
     step_key = "agent_steps"
 
     def __init__(self, cfg: DictConfig, output_dir: str | None = None):
@@ -400,16 +343,6 @@ class OnlineWorkspace(BaseWorkspace):
         record.update(self._run_times())
         self.log_metrics(record, step=self.agent_steps)
 
-    def _run_times(self) -> dict:
-        """``time/wall_s`` and ``time/cpu_s`` of the run so far (resumed segments summed); CPU time
-        counts this process and its env worker processes, so cpu_s / wall_s is the cores it kept busy."""
-        (wall0, cpu0), (wall_off, cpu_off) = self._clock_start, self._clock_offset
-        # A worker that exited but is not yet reaped is in neither of process_cpu_seconds' sums, so
-        # the raw figure can step back; the reported clock never does.
-        cpu = max(cpu_off + process_cpu_seconds() - cpu0, self._cpu_reported)
-        self._cpu_reported = cpu
-        return {"time/wall_s": wall_off + time.monotonic() - wall0, "time/cpu_s": cpu}
-
     def _evaluate(self, base_only: bool = False) -> dict:
         policy = SteeredPolicy(self.steering, None if base_only else self.sac.actor, deterministic=True)
         result = self.evaluator.run(policy)
@@ -435,80 +368,3 @@ class OnlineWorkspace(BaseWorkspace):
         log.info("eval at %d env steps: success %.3f%s", self.env_steps, record["eval/success_rate"],
                  " (base policy)" if base_only else "")
         return record
-
-    # -- checkpoints ----------------------------------------------------------------------------
-    def state_dict(self, with_buffer: bool = True) -> dict:
-        return {
-            "base_ckpt": self.base_ckpt_path,
-            "base_ckpt_sha256": self.base_ckpt_sha256,
-            "env_meta": self.env_meta,
-            "n_action_steps": self.n_action_steps,
-            "steering": {"name": self.steering.name, **self.steering.extra_state()},
-            "sac": self.sac.state_dict(),
-            "replay": self.buffer.state_dict() if with_buffer else None,
-            "sample_generator": self.sample_generator.get_state(),
-            "counters": {"agent_steps": self.agent_steps, "executed_env_steps": self.executed_env_steps,
-                         "episodes": self.episodes_done, "successes": self.successes_done, "updates": self.updates,
-                         "env_faults": self.env_faults},
-            "success_last100": [bool(x) for x in self.success_last100],
-            "loop": {**{name: getattr(self, name) for name in LOOP_STATE},
-                     "smoothness": {k: v for k, v in vars(self.smooth).items()}},
-            "in_flight": self._episodes_in_flight(),
-            "time": self._run_times(),
-            "rng": get_rng_states(),
-        }
-
-    def _episodes_in_flight(self) -> dict | None:
-        """Each training env's episode so far (its reset RNG state and executed actions) and the
-        encoded current observations: what resume needs to continue those very episodes."""
-        if self.envs is None or self.enc is None:
-            return None
-        episodes = list(self.envs.call("episode_record"))
-        if any(e is None for e in episodes):  # a worker died since the last step: resume would start fresh
-            log.warning("an env worker did not answer for the checkpoint; a resume from it starts fresh episodes")
-            return None
-        return {"episodes": episodes,
-                "enc_state": self.enc.state.cpu(), "enc_parts": {k: v.cpu() for k, v in self.enc.parts.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["base_ckpt_sha256"] != self.base_ckpt_sha256:
-            raise UserInputError(f"cannot resume: {self.base_ckpt_path} is not the base checkpoint this run started "
-                                 f"from (sha256 differs); pass the original online_task.base_ckpt")
-        self.steering.load_extra_state(state["steering"])
-        self.sac.load_state_dict(state["sac"])
-        if state["replay"] is not None:
-            self.buffer.load_state_dict(state["replay"])
-        self.sample_generator.set_state(state["sample_generator"])
-        c = state["counters"]
-        self.agent_steps, self.executed_env_steps = c["agent_steps"], c["executed_env_steps"]
-        self.episodes_done, self.successes_done, self.updates = c["episodes"], c["successes"], c["updates"]
-        self.env_faults = c.get("env_faults", 0)
-        self.success_last100.clear()
-        self.success_last100.extend(state.get("success_last100", []))  # absent in older checkpoints
-        loop = state.get("loop")  # absent in older checkpoints: a new round, fresh episodes
-        if loop is not None:
-            for name in LOOP_STATE:
-                setattr(self, name, copy.deepcopy(loop[name]))
-            if len(loop["smoothness"]["history"]) == len(self.smooth.history):  # (same n_envs)
-                self.smooth.__dict__.update(copy.deepcopy(loop["smoothness"]))
-        in_flight = state.get("in_flight")
-        if in_flight is not None and len(in_flight["episodes"]) != self.cfg.online_task.n_envs:
-            log.warning("the checkpoint has %d training episodes in flight, this run has online_task.n_envs=%d: "
-                        "starting fresh episodes", len(in_flight["episodes"]), self.cfg.online_task.n_envs)
-            in_flight = None
-        self._in_flight = in_flight
-        saved = state.get("time", {})
-        self._clock_start = (time.monotonic(), process_cpu_seconds())
-        self._clock_offset = (float(saved.get("time/wall_s", 0.0)), float(saved.get("time/cpu_s", 0.0)))
-        self._cpu_reported = self._clock_offset[1]
-        set_rng_states(state["rng"])
-
-    def save_step_checkpoint(self) -> str:
-        """checkpoints/step_XXXXXX.ckpt (no replay buffer: it lives in latest.ckpt) + latest.ckpt."""
-        state = self.state_dict(with_buffer=False)
-        payload = {"cfg": OmegaConf.to_container(self.cfg, resolve=True), "workspace": type(self).__name__,
-                   "state": state, "wandb_id": getattr(self.wandb_run, "id", None)}
-        path = atomic_save(payload, os.path.join(self.checkpoint_dir, f"step_{self.agent_steps:06d}.ckpt"))
-        payload["state"] = {**state, "replay": self.buffer.state_dict()}
-        atomic_save(payload, self.latest_path)
-        return path
