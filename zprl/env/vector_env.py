@@ -39,8 +39,8 @@ from gymnasium.vector.async_vector_env import AsyncState, _async_worker
 from gymnasium.vector.utils import CloudpickleWrapper, concatenate, iterate
 
 from zprl.common.errors import UserInputError, find_user_error
-from zprl.env.wrappers import (MultiStepWrapper, RobomimicGymEnv, VideoRecordingWrapper, action_space_for,
-                               observation_space_for)
+from zprl.env.video import VideoRecordingWrapper
+from zprl.env.wrappers import MultiStepWrapper, RobomimicGymEnv, action_space_for, observation_space_for
 
 
 @dataclass
