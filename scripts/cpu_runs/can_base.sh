@@ -1,0 +1,25 @@
+#!/bin/bash
+# The low-dim can base for the steering evidence, from a fresh checkout, in one command:
+#   1. the default can dataset if it is missing (python -m zprl.data.prepare: 100 scripted mixed-quality
+#      demos, converted to absolute actions and replayed; ~27 min on 2 cores),
+#   2. the CPU-sized base (scripts/cpu_runs/offline_can.sh, ~30-40 min),
+#   3. its score on the 50 held-out seeds (eval_base.py, seeds 100000-100049, ~6 min),
+# with the CPU kernels pinned as for every evidence script (isa_env.sh). Then its weights hash, which the
+# online runs from it write as base_policy.sha256 (python -c below; compare across machines).
+#   usage: scripts/cpu_runs/can_base.sh          (logs: data/logs/can_*.log)
+# Output: data/runs/offline_can_lowdim/checkpoints/latest.ckpt, data/runs/eval_can_base/eval_log.json
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/cpu_runs/isa_env.sh
+export OMP_NUM_THREADS=1
+PY=.venv/bin/python
+mkdir -p data/logs
+# prepare skips files that are complete (and says so)
+$PY -m zprl.data.prepare --task can --obs low_dim --workers "${WORKERS:-1}" > data/logs/can_prepare.log 2>&1
+CKPT=data/runs/offline_can_lowdim/checkpoints/latest.ckpt
+[ -f "$CKPT" ] || bash scripts/cpu_runs/offline_can.sh > data/logs/can_offline.log 2>&1
+$PY eval_base.py -c "$CKPT" -o data/runs/eval_can_base -d cpu -n 50 --n_vis 1 --n_envs 2 \
+  > data/logs/can_eval_base.log 2>&1
+$PY -c "import sys; from zprl.common.checkpoint import load_checkpoint, weights_sha256
+print('weights_sha256', weights_sha256(load_checkpoint(sys.argv[1])['state']['ema_model']))" "$CKPT"
+grep -h 'mean score' data/logs/can_eval_base.log
