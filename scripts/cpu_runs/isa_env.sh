@@ -6,7 +6,8 @@
 # scored 0.76 on the 50 held-out seeds where the earlier builds scored 0.60 (same code, same data
 # recipe: the evaluation code was ruled out by evaluating the new base with the old code, episode by
 # episode identical). On that AVX2 machine these pins change nothing (the pinned rebuild made the same
-# demos and the same weights, sha256 703181020ae4...), so runs made there unpinned count as pinned runs. Whether an AVX-512 machine then reproduces them bit for bit is not yet verified;
+# demos and the same weights, sha256 703181020ae4...), so runs made there unpinned count as pinned runs.
+# Whether an AVX-512 machine then reproduces them bit for bit is not yet verified;
 # MuJoCo has no such switch.
 export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 export NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"

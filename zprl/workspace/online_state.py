@@ -5,7 +5,7 @@ its ``__init__`` sets: the base checkpoint's identity, steering, SAC, replay buf
 counters, the attributes named in ``LOOP_STATE``, the smoothness tracker, the training envs and their
 encoded observations, and the run clock. Everything one loop iteration leaves for the next is saved,
 including each training env's episode in flight, so ``training.resume=True`` continues the very run
-that was interrupted (tests/test_checkpoint_faults.py, tests/test_resume*.py).
+that was interrupted (tests/test_kill_resume.py, slow).
 """
 
 from __future__ import annotations
