@@ -2,7 +2,7 @@
 # The low-dim can base for the steering evidence, from a fresh checkout, in one command:
 #   1. the default can dataset if it is missing (python -m zprl.data.prepare: 100 scripted mixed-quality
 #      demos, converted to absolute actions and replayed; ~27 min on 2 cores),
-#   2. the CPU-sized base (scripts/cpu_runs/offline_can.sh, ~30-40 min),
+#   2. the CPU-sized base (scripts/cpu_runs/offline_can.sh, ~30-40 min; continued if a session's end cut it),
 #   3. its score on the 50 held-out seeds (eval_base.py, seeds 100000-100049, ~6 min),
 # with the CPU kernels pinned as for every evidence script (isa_env.sh). Then its weights hash, which the
 # online runs from it write as base_policy.sha256 (python -c below; compare across machines).
@@ -17,7 +17,8 @@ mkdir -p data/logs
 # prepare skips files that are complete (and says so)
 $PY -m zprl.data.prepare --task can --obs low_dim --workers "${WORKERS:-1}" > data/logs/can_prepare.log 2>&1
 CKPT=data/runs/offline_can_lowdim/checkpoints/latest.ckpt
-[ -f "$CKPT" ] || bash scripts/cpu_runs/offline_can.sh > data/logs/can_offline.log 2>&1
+# resume: an interrupted base continues from its last checkpoint, a finished one is left as it is (no epochs left)
+bash scripts/cpu_runs/offline_can.sh training.resume=True >> data/logs/can_offline.log 2>&1
 $PY eval_base.py -c "$CKPT" -o data/runs/eval_can_base -d cpu -n 50 --n_vis 1 --n_envs 2 \
   > data/logs/can_eval_base.log 2>&1
 $PY -c "import sys; from zprl.common.checkpoint import load_checkpoint, weights_sha256
