@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--n_envs", type=int, default=None, help="parallel env processes (default: CPU count)")
     args = p.parse_args(argv)
 
+    from zprl.common.checkpoint import weights_sha256
     from zprl.policy.checkpoint import load_base_policy
     from zprl.devices import resolve_device
     from zprl.workspace.evaluate import check_output_dir, evaluate
@@ -37,7 +38,9 @@ def main(argv=None) -> int:
                                  f"(horizon {policy.horizon}, n_obs_steps {policy.n_obs_steps})")
         policy.n_action_steps = args.n_action_steps
     log = evaluate(policy, cfg.task.env_runner, payload["state"]["env_meta"], args.output_dir, args.n_episodes,
-                   n_vis=args.n_vis, extra={"checkpoint": args.checkpoint, "n_action_steps": policy.n_action_steps},
+                   n_vis=args.n_vis, extra={"checkpoint": args.checkpoint, "n_action_steps": policy.n_action_steps,
+                                            # the online loop's base_policy_sha256: training.base_eval_log checks it
+                                            "base_policy_sha256": weights_sha256(policy.state_dict())},
                    n_action_steps=policy.n_action_steps, n_envs=args.n_envs)
     print(f"mean score {log['mean_score']:.3f} over {log['n_episodes']} episodes -> {args.output_dir}/eval_log.json")
     return 0

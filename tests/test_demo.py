@@ -76,6 +76,9 @@ def test_eval_check_wants_every_episode_of_this_checkpoint(tiny_base_ckpt, tmp_p
 
     log = out / "eval_log.json"
     data = json.loads(log.read_text())
+    old = {k: v for k, v in data.items() if k not in ("max_steps", "n_envs")}
+    log.write_text(json.dumps(old))  # an older zprl's log: the online stage could not read it as its step 0
+    assert "older zprl" in demo.eval_problem(str(out), 2, tiny_base_ckpt)
     data["episodes"] = data["episodes"][:1]
     log.write_text(json.dumps(data))
     assert "lists 1 episodes" in demo.eval_problem(str(out), 2, tiny_base_ckpt)

@@ -121,6 +121,8 @@ def eval_problem(output_dir: str, n_episodes: int, checkpoint: str) -> str | Non
         return f"{path} lists {len(seeds)} episodes, not seeds {EVAL_START_SEED}..+{n_episodes}"
     if os.path.abspath(log.get("checkpoint", "")) != os.path.abspath(checkpoint):
         return f"{path} evaluated {log.get('checkpoint')}, not {checkpoint}"
+    if "max_steps" not in log or "n_envs" not in log:  # written before the online stage could read it
+        return f"{path} is from an older zprl (no max_steps / n_envs)"
     return None
 
 
@@ -178,7 +180,7 @@ def run_online(paths: DemoPaths, plan: DemoPlan) -> None:
     if not resumable and os.path.exists(paths.online):
         shutil.rmtree(paths.online)
     _run(["python", "train.py", "--config-name=train_online_vib_robomimic_workspace",
-          *plan.online_overrides(paths.base_ckpt, paths.online)])
+          *plan.online_overrides(paths.base_ckpt, paths.online, os.path.join(paths.eval_base, "eval_log.json"))])
 
 
 def final_online_ckpt(paths: DemoPaths) -> str:

@@ -68,7 +68,7 @@ class DemoPlan:
         }
         return [f"{k}={v}" for k, v in o.items()]
 
-    def online_overrides(self, base_ckpt: str, run_dir: str) -> list[str]:
+    def online_overrides(self, base_ckpt: str, run_dir: str, base_eval_log: str | None = None) -> list[str]:
         o = {
             "online_task": f"{TASK}_lowdim_abs", "online_task.base_ckpt": base_ckpt, "training.device": self.device,
             "training.num_threads": 1,
@@ -84,6 +84,8 @@ class DemoPlan:
             "training.log_every": self.training_freq,
             "sac.actor_hidden": _list(self.sac_hidden), "sac.critic_hidden": _list(self.sac_hidden),
             "sac.n_critics": self.n_critics, "training.utd": self.utd,
+            # the eval-base stage's 50 episodes are the online run's step-0 evaluation: not rolled out twice
+            "training.base_eval_log": base_eval_log or "null",
             "hydra.run.dir": run_dir,
         }
         return [f"{k}={v}" for k, v in o.items()]

@@ -39,6 +39,15 @@ def policy_device_dtype(policy) -> tuple[torch.device, torch.dtype]:
     return torch.device(device), dtype
 
 
+def effective_n_envs(n_envs: int | None, n_episodes: int) -> int:
+    """Env processes a runner starts: n_envs (None: one per CPU), at most one per episode. Episodes run
+    in batches of this many and each batch seeds the policy's noise, so it is part of what an
+    evaluation is (training.base_eval_log checks it)."""
+    if n_envs is None:
+        n_envs = min(n_episodes, os.cpu_count() or 1)
+    return max(1, min(n_envs, max(n_episodes, 1)))
+
+
 class RobomimicEnvRunner:
     """``run(policy) -> dict`` with ``train/mean_score``, ``test/mean_score``, ``test/mean_length``,
     ``test/action_delta``, ``test/action_jerk`` (and the train counterparts), ``episodes`` (seed,
@@ -62,9 +71,7 @@ class RobomimicEnvRunner:
             n_action_steps=n_action_steps,
             max_steps=max_steps, abs_action=abs_action, render_camera=render_camera,
             render_size=tuple(render_size) if (wants_video and render_size is not None) else None, fps=fps)
-        if n_envs is None:
-            n_envs = min(len(self.episodes), os.cpu_count() or 1)
-        self.n_envs = max(1, min(n_envs, max(len(self.episodes), 1)))
+        self.n_envs = effective_n_envs(n_envs, len(self.episodes))
         self.max_steps = max_steps
         self.tqdm = tqdm
         self.context = context

@@ -34,6 +34,8 @@ def evaluate(policy, runner_cfg, env_meta: dict, output_dir: str, n_episodes: in
         "action_delta": result.get("test/action_delta"),
         "action_jerk": result.get("test/action_jerk"),
         "test_start_seed": int(runner_cfg.test_start_seed),
+        "max_steps": int(runner_cfg.max_steps),
+        "n_envs": int(runner.n_envs),  # each batch of n_envs episodes seeds the policy's noise
         "episodes": episodes,
         "videos": [os.path.relpath(p, output_dir) for p in result.get("videos", [])],
         **(extra or {}),

@@ -42,7 +42,7 @@ from zprl.rl.chunk import discounted_chunk_reward, env_steps
 from zprl.rl.replay import EmbeddingReplayBuffer
 from zprl.rl.smoothness import SmoothnessTracker
 from zprl.workspace.base import BaseWorkspace, last_good_state
-from zprl.workspace.online_setup import apply_debug_overrides, check_base_fits_task
+from zprl.workspace.online_setup import apply_debug_overrides, check_base_fits_task, read_base_eval_log
 from zprl.workspace.online_state import OnlineCheckpointing, process_cpu_seconds
 
 log = logging.getLogger("zprl")
@@ -85,6 +85,11 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
                                      f"{policy.n_obs_steps}); or null for the trained {policy.n_action_steps}")
             policy.n_action_steps = int(cfg.online_task.n_action_steps)
         self.n_action_steps = policy.n_action_steps
+        # eval_base.py's evaluation of this base on the same seeds, logged as the step-0 evaluation
+        self.base_eval = None
+        if cfg.training.get("base_eval_log"):
+            self.base_eval = read_base_eval_log(str(cfg.training.base_eval_log), self.base_policy_sha256,
+                                                cfg.evaluator, self.n_action_steps)
         self.steering = hydra.utils.instantiate(cfg.steering, policy=policy)
         # built from the config node (partial: the runtime objects are passed as they are, not via OmegaConf)
         self.sac = hydra.utils.instantiate(cfg.sac, _partial_=True)(
@@ -136,7 +141,7 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
         self._make_envs()
         try:
             if resumed is None:
-                self.last_eval = self._evaluate(base_only=True)
+                self.last_eval = self._evaluate(base_only=True) if self.base_eval is None else self._log_base_eval()
             self._start_episodes()
             self._schedule()
             bar = tqdm.tqdm(total=t.total_agent_steps, initial=self.agent_steps, desc="agent steps",
@@ -352,13 +357,7 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
             new = os.path.join(os.path.dirname(path), f"eval_{self.agent_steps:06d}_{os.path.basename(path)}")
             os.replace(path, new)
             videos.append(new)
-        record = {**self._counters(), "eval/success_rate": result["test/mean_score"],
-                  "eval/mean_length": result["test/mean_length"], "eval/base_only": int(base_only),
-                  # smoothness of the actions executed in evaluation, pooled over its episodes
-                  **{f"eval/{k}": result[f"test/{k}"] for k in ("action_delta", "action_jerk")
-                     if f"test/{k}" in result},
-                  **self._run_times()}
-        self.log_metrics(record, step=self.agent_steps)
+        record = self._log_eval(result, base_only)
         if self.wandb_run is not None:
             import wandb
 
@@ -367,4 +366,25 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
                                    step=self.agent_steps)
         log.info("eval at %d env steps: success %.3f%s", self.env_steps, record["eval/success_rate"],
                  " (base policy)" if base_only else "")
+        return record
+
+    def _log_eval(self, result: dict, base_only: bool, extra: dict | None = None) -> dict:
+        record = {**self._counters(), "eval/success_rate": result["test/mean_score"],
+                  "eval/mean_length": result["test/mean_length"], "eval/base_only": int(base_only),
+                  # smoothness of the actions executed in evaluation, pooled over its episodes
+                  **{f"eval/{k}": result[f"test/{k}"] for k in ("action_delta", "action_jerk")
+                     if result.get(f"test/{k}") is not None},
+                  **(extra or {}), **self._run_times()}
+        self.log_metrics(record, step=self.agent_steps)
+        return record
+
+    def _log_base_eval(self) -> dict:
+        """The step-0 evaluation from eval_base.py's log (training.base_eval_log), as the evaluator reports it."""
+        b = self.base_eval
+        result = {"test/mean_score": float(b["mean_score"]),
+                  "test/mean_length": float(np.mean([e["length"] for e in b["episodes"]])),
+                  "test/action_delta": b.get("action_delta"), "test/action_jerk": b.get("action_jerk")}
+        record = self._log_eval(result, base_only=True, extra={"eval/from_base_eval_log": 1})
+        log.info("eval at 0 env steps: success %.3f (base policy; read from %s)", record["eval/success_rate"],
+                 self.cfg.training.base_eval_log)
         return record

@@ -44,3 +44,34 @@ def check_base_fits_task(online_task, base_cfg, env_meta: dict, base_ckpt: str) 
         raise UserInputError(f"online_task.base_ckpt={base_ckpt} uses {'image' if images else 'low-dim'} "
                              f"observations ({trained}) but online_task={online_task.name} does not; pass the "
                              f"matching online_task (..._{'image' if images else 'lowdim'}_abs)")
+
+
+def read_base_eval_log(path: str, base_policy_sha256: str, evaluator, n_action_steps: int) -> dict:
+    """eval_base.py's eval_log.json (training.base_eval_log), checked to be the evaluation the online
+    loop would run at step 0: the same weights, seeds, episode count, episode cut, chunk length and
+    env processes (eval_base.py --n_envs: each batch of episodes seeds the base's flow noise).
+    Then the loop logs it as that evaluation instead of rolling the base out a second time."""
+    import json
+    import os
+
+    key = f"training.base_eval_log={path}"
+    if not os.path.isfile(path):
+        raise UserInputError(f"{key}: no such file; pass the eval_log.json eval_base.py wrote for this base, "
+                             "or null to evaluate the base in the online run")
+    try:
+        with open(path) as f:
+            got = json.load(f)
+        got["mean_score"], got["episodes"]  # noqa: B018  (the fields every eval_log.json has)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserInputError(f"{key}: not an eval_log.json written by eval_base.py ({type(e).__name__}: {e})") from e
+    from zprl.env.runner import effective_n_envs
+
+    n = int(evaluator.n_test)
+    want = {"base_policy_sha256": base_policy_sha256, "n_episodes": n,
+            "test_start_seed": int(evaluator.test_start_seed), "max_steps": int(evaluator.max_steps),
+            "n_action_steps": int(n_action_steps), "n_envs": effective_n_envs(evaluator.n_envs, n)}
+    diff = [f"{k} {got.get(k)!r} (this run: {v!r})" for k, v in want.items() if got.get(k) != v]
+    if diff:
+        raise UserInputError(f"{key} is not the evaluation this run would make at step 0: {'; '.join(diff)}; "
+                             "rerun eval_base.py with this run's base and settings, or set it to null")
+    return got
