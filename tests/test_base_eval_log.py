@@ -23,6 +23,7 @@ def base_eval_log(tiny_base_ckpt, tmp_path_factory):
     return str(out / "eval_log.json")
 
 
+@pytest.mark.slow  # two online debug runs
 def test_the_log_is_logged_as_the_step0_evaluation_and_the_run_is_unchanged(tiny_base_ckpt, base_eval_log,
                                                                              tmp_path):
     run_online(tiny_base_ckpt, tmp_path / "rolled", **SAME_CUT)
