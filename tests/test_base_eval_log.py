@@ -46,6 +46,7 @@ def test_a_log_of_another_evaluation_is_refused(tiny_base_ckpt, base_eval_log, t
     other = dict(json.load(open(base_eval_log)), base_policy_sha256="0" * 64)
     (tmp_path / "other.json").write_text(json.dumps(other))
     (tmp_path / "junk.json").write_text("[1, 2")
+    (tmp_path / "list.json").write_text("[1, 2]")
     before = tree(tmp_path)
     # the debug run cuts episodes at 80 env steps, the base's evaluation at 24
     refused(online_run(tiny_base_ckpt, tmp_path / "run", **{"training.base_eval_log": base_eval_log}),
@@ -56,5 +57,7 @@ def test_a_log_of_another_evaluation_is_refused(tiny_base_ckpt, base_eval_log, t
     refused(online_run(tiny_base_ckpt, tmp_path / "run", **{"training.base_eval_log": str(tmp_path / "nope.json")}),
             "nope.json: no such file")
     refused(online_run(tiny_base_ckpt, tmp_path / "run", **{"training.base_eval_log": str(tmp_path / "junk.json")}),
-            "not an eval_log.json written by eval_base.py")
+            "not an eval_log.json written by eval_base.py (not JSON")
+    refused(online_run(tiny_base_ckpt, tmp_path / "run", **{"training.base_eval_log": str(tmp_path / "list.json")}),
+            "not an eval_log.json written by eval_base.py (no mean_score, episodes)")
     assert tree(tmp_path) == before and not (tmp_path / "run").exists()

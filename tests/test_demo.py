@@ -153,3 +153,19 @@ def test_fast_demo_end_to_end_then_resumes_only_what_is_missing(tmp_path, capsys
     assert demo.main(["--fast", "--out", str(out)]) == 0
     stages = json.loads((out / "summary.json").read_text())["stages"]
     assert [r["status"] for r in stages.values()] == ["skipped"] * 4 + ["ran"]
+
+
+def test_stage_commands_run_with_cpu_kernels_pinned_where_the_cpu_has_avx2(tmp_path, capfd, monkeypatch):
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    older = tmp_path / "older"
+    older.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx\n")
+    assert demo.kernel_pins(str(avx2)) == demo.AVX2_KERNEL_PINS
+    assert demo.kernel_pins(str(older)) == {}
+    assert demo.kernel_pins(str(tmp_path / "none")) == {}
+    # the stage's process sees the pins; a value the user set is left alone
+    monkeypatch.setattr(demo, "kernel_pins", lambda: dict(demo.AVX2_KERNEL_PINS))
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    demo._run(["python", "-c", "import os; print(os.environ['ATEN_CPU_CAPABILITY'], os.environ['MKL_CBWR'])"])
+    assert capfd.readouterr().out.splitlines()[-1] == "avx2 COMPATIBLE"

@@ -122,3 +122,15 @@ def test_overlapped_updates_match_the_serial_schedule(online_run, tiny_base_ckpt
         assert torch.equal(a, b), f"{field} differs before the first update round"
     # ...and the overlap was in effect: later actions come from a different actor
     assert not torch.equal(serial.buffer.data["action"][first_round:], overlapped.buffer.data["action"][first_round:])
+
+
+def test_eval_at_end_false_leaves_the_last_evaluation_to_eval_sum(tiny_base_ckpt, tmp_path):
+    """training.eval_at_end=false (the demo, whose eval_sum.py stage scores the final checkpoint on
+    the same seeds): no evaluation after the last agent step, even where the cadence falls on it."""
+    # the debug run evaluates every 64 agent steps and stops at 64: the end is on the cadence
+    workspace, _ = run_online(tiny_base_ckpt, tmp_path, **{"training.eval_at_end": "false"})
+    evals = [r["agent_steps"] for r in read_json_lines(os.path.join(tmp_path, "logs.json.txt"))
+             if "eval/success_rate" in r]
+    assert workspace.cfg.training.eval_every == 64 and workspace.agent_steps == 64
+    assert evals == [0]  # the base's, before learning; none at 64
+    assert os.path.exists(os.path.join(tmp_path, "checkpoints", "step_000064.ckpt"))  # what eval_sum.py scores

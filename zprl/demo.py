@@ -128,10 +128,34 @@ def eval_problem(output_dir: str, n_episodes: int, checkpoint: str) -> str | Non
 
 # ---- stages ----------------------------------------------------------------------------------------
 
+# The CPU code paths that change float rounding, pinned to AVX2 as scripts/cpu_runs/isa_env.sh does:
+# torch, MKL, oneDNN and numpy pick their kernels by CPU, and AVX-512 kernels sum in another order,
+# so an unpinned demo can print other figures on another machine. Only the stages run as commands
+# (train.py, eval_base.py, eval_sum.py) are pinned; the data stage and MuJoCo are not.
+AVX2_KERNEL_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
+
+
+def kernel_pins(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """AVX2_KERNEL_PINS where the CPU has AVX2 (an x86 Linux machine), else none: pinning a CPU
+    without AVX2 to it would select instructions it cannot run."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return {}
+    return dict(AVX2_KERNEL_PINS) if "avx2" in flags else {}
+
+
 def _run(cmd: list[str]) -> None:
     env = dict(os.environ)
-    # one torch thread per process: on 2 cores the sim workers need the other one
+    for key, value in kernel_pins().items():  # a user's own setting wins
+        env.setdefault(key, value)
+    # one torch thread per process unless a stage asks for more (the offline stage, which runs alone);
+    # threads that sleep when idle: spinning OpenMP threads beside other work made a 2-thread training
+    # step 2.2x slower than a 1-thread one on 2 busy cores, sleeping ones cost nothing there
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.setdefault("MUJOCO_GL", "egl")
     env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"])
     print("$ " + " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), flush=True)
@@ -153,7 +177,9 @@ def run_data(paths: DemoPaths, plan: DemoPlan) -> None:
         if file_problem(delta, TASK, "low_dim", plan.num_demos, absolute=False,
                     made_with={"task": TASK, "quality": "mixed", "seed": 0}) is not None:
             os.remove(delta)
-    prepare(TASK, "low_dim", num_demos=plan.num_demos, seed=0, quality="mixed", output=paths.dataset)
+    # the conversion's replay check in 2 processes (the same file as with 1)
+    prepare(TASK, "low_dim", num_demos=plan.num_demos, seed=0, quality="mixed", output=paths.dataset,
+            workers=min(2, os.cpu_count() or 1))
 
 
 def run_offline(paths: DemoPaths, plan: DemoPlan) -> None:
@@ -275,7 +301,8 @@ def summarize(paths: DemoPaths, plan: DemoPlan, report: dict) -> str:
 
     base = _read_json(os.path.join(paths.eval_base, "eval_log.json"), {})
     zprl = _read_json(os.path.join(paths.eval_zprl, "eval_log.json"), {})
-    curve = plot_learning_curve(os.path.join(paths.online, "logs.json.txt"), base["mean_score"], paths.curve)
+    curve = plot_learning_curve(os.path.join(paths.online, "logs.json.txt"), base["mean_score"], paths.curve,
+                                final=(zprl["env_steps"], zprl["mean_score"]))
     n = plan.eval_episodes
     wins = lambda log: sum(bool(e["success"]) for e in log["episodes"])  # noqa: E731
     lines = [

@@ -15,13 +15,18 @@ def eval_curve(logs_path: str) -> tuple[list[int], list[float]]:
     return steps, [points[s] for s in steps]
 
 
-def plot_learning_curve(logs_path: str, base_success: float, path: str) -> str:
+def plot_learning_curve(logs_path: str, base_success: float, path: str,
+                        final: tuple[int, float] | None = None) -> str:
+    """``final``: (env_steps, success) of an evaluation made after the run (eval_sum.py), added to
+    the curve where the run did not evaluate its end itself (training.eval_at_end=false)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps, success = eval_curve(logs_path)
+    if final is not None and final[0] not in steps:
+        steps, success = steps + [int(final[0])], success + [float(final[1])]
     if not steps:
         raise ValueError(f"{logs_path} holds no evaluation records (eval/success_rate)")
     fig, ax = plt.subplots(figsize=(6.0, 4.0))

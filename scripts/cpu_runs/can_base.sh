@@ -6,8 +6,11 @@
 #   3. its score on the 50 held-out seeds (eval_base.py, seeds 100000-100049, ~6 min),
 # with the CPU kernels pinned as for every evidence script (isa_env.sh). Then its weights hash, which the
 # online runs from it write as base_policy.sha256 (python -c below; compare across machines).
-#   usage: scripts/cpu_runs/can_base.sh          (logs: data/logs/can_*.log)
-# Output: data/runs/offline_can_lowdim/checkpoints/latest.ckpt, data/runs/eval_can_base/eval_log.json
+#   usage: scripts/cpu_runs/can_base.sh [OVERRIDES...]   (logs: data/logs/can_prepare.log, $NAME.log, ${NAME}_eval.log)
+# Output: $RUN/checkpoints/latest.ckpt and its eval_log.json (RUN=data/runs/offline_can_lowdim unless set:
+# data/runs/eval_can_base/; a variant RUN: ${RUN}_eval/).
+# A variant: RUN=data/runs/offline_can_lowdim_lr1e-3 scripts/cpu_runs/can_base.sh optimizer.lr=1e-3
+# (the overrides are offline_can.sh's; the last value of a key wins).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/cpu_runs/isa_env.sh
@@ -16,11 +19,15 @@ PY=.venv/bin/python
 mkdir -p data/logs
 # prepare skips files that are complete (and says so)
 $PY -m zprl.data.prepare --task can --obs low_dim --workers "${WORKERS:-1}" > data/logs/can_prepare.log 2>&1
-CKPT=data/runs/offline_can_lowdim/checkpoints/latest.ckpt
+RUN=${RUN:-data/runs/offline_can_lowdim}
+NAME=$(basename "$RUN")
+CKPT=$RUN/checkpoints/latest.ckpt
+# the default base's evaluation keeps the directory it had before variants existed
+EVAL=$([ "$NAME" = offline_can_lowdim ] && echo data/runs/eval_can_base || echo "${RUN}_eval")
 # resume: an interrupted base continues from its last checkpoint, a finished one is left as it is (no epochs left)
-bash scripts/cpu_runs/offline_can.sh training.resume=True >> data/logs/can_offline.log 2>&1
-$PY eval_base.py -c "$CKPT" -o data/runs/eval_can_base -d cpu -n 50 --n_vis 1 --n_envs 2 \
-  > data/logs/can_eval_base.log 2>&1
+bash scripts/cpu_runs/offline_can.sh training.resume=True "$@" hydra.run.dir="$RUN" >> "data/logs/${NAME}.log" 2>&1
+rm -rf "$EVAL"  # eval_base.py refuses to overwrite an evaluation; this one is redone from the weights
+$PY eval_base.py -c "$CKPT" -o "$EVAL" -d cpu -n 50 --n_vis 1 --n_envs 2 > "data/logs/${NAME}_eval.log" 2>&1
 $PY -c "import sys; from zprl.common.checkpoint import load_checkpoint, weights_sha256
 print('weights_sha256', weights_sha256(load_checkpoint(sys.argv[1])['state']['ema_model']))" "$CKPT"
-grep -h 'mean score' data/logs/can_eval_base.log
+grep -h 'mean score' "data/logs/${NAME}_eval.log"

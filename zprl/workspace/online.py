@@ -287,7 +287,8 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
         if self.agent_steps >= self.next_log:
             self._log_train()  # `updates` counts the ones run so far
             self.next_log = self._next_multiple(t.log_every)
-        if self.agent_steps >= self.next_eval or finished:
+        # the end is evaluated, cadence or not, unless eval_sum.py will score the final checkpoint (the demo)
+        if (t.get("eval_at_end", True) if finished else self.agent_steps >= self.next_eval):
             self.last_eval = self._evaluate()
             self.next_eval = self._next_multiple(t.eval_every)
         if self.agent_steps >= self.next_ckpt or finished:

@@ -61,9 +61,12 @@ def read_base_eval_log(path: str, base_policy_sha256: str, evaluator, n_action_s
     try:
         with open(path) as f:
             got = json.load(f)
-        got["mean_score"], got["episodes"]  # noqa: B018  (the fields every eval_log.json has)
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserInputError(f"{key}: not an eval_log.json written by eval_base.py ({type(e).__name__}: {e})") from e
+    except ValueError as e:
+        raise UserInputError(f"{key}: not an eval_log.json written by eval_base.py (not JSON: {e})") from e
+    # the fields every eval_log.json has
+    missing = [k for k in ("mean_score", "episodes") if not isinstance(got, dict) or k not in got]
+    if missing:
+        raise UserInputError(f"{key}: not an eval_log.json written by eval_base.py (no {', '.join(missing)})")
     from zprl.env.runner import effective_n_envs
 
     n = int(evaluator.n_test)
