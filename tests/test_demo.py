@@ -7,7 +7,9 @@ import shutil
 
 import pytest
 
+from conftest import run_records
 from zprl import demo
+from zprl.common.checkpoint import load_checkpoint, weights_sha256
 from zprl.common.logging import JsonLinesLogger
 
 
@@ -144,6 +146,18 @@ def test_fast_demo_end_to_end_then_resumes_only_what_is_missing(tmp_path, capsys
     assert all(r["status"] == "ran" for r in summary["stages"].values())
     assert os.path.getsize(out / "learning_curve.png") > 0
     assert os.listdir(out / "eval_base" / "media") and os.listdir(out / "eval_zprl" / "media")
+
+    # twice from nothing gives the same figures: every evaluated episode, every online record, the base
+    out2 = tmp_path / "again"
+    assert demo.main(["--fast", "--out", str(out2)]) == 0
+    for stage in ("eval_base", "eval_zprl"):
+        first, second = ([{k: v for k, v in e.items() if k != "video"}  # the videos' paths differ
+                          for e in json.loads((o / stage / "eval_log.json").read_text())["episodes"]]
+                         for o in (out, out2))
+        assert first == second, stage
+    assert run_records(out / "online") == run_records(out2 / "online")
+    assert weights_sha256(load_checkpoint(str(out / "offline/checkpoints/latest.ckpt"))["state"]["ema_model"]) == \
+        weights_sha256(load_checkpoint(str(out2 / "offline/checkpoints/latest.ckpt"))["state"]["ema_model"])
 
     paths = demo.DemoPaths(str(out))
     assert "planned for 32 agent steps, not 64" in demo.online_problem(paths.online, 64, paths.base_ckpt)[0]

@@ -98,7 +98,7 @@ class DemoPlan:
 FAST = DemoPlan(num_demos=4, down_dims=(16, 32), batch_size=16, num_epochs=2, max_train_steps=3,
                 checkpoint_every=1, encoder_dims=(32,), eval_episodes=2, eval_vis=1, max_steps=40,
                 n_eval_envs=1, n_envs=2, total_agent_steps=32, warmup_agent_steps=8, training_freq=8,
-                rl_batch_size=16, eval_every=16, sac_hidden=(32, 32), offline_threads=1)
+                rl_batch_size=16, eval_every=16, sac_hidden=(32, 32))
 
 
 def _list(values) -> str:
