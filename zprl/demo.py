@@ -128,12 +128,25 @@ def eval_problem(output_dir: str, n_episodes: int, checkpoint: str) -> str | Non
 
 # ---- stages ----------------------------------------------------------------------------------------
 
-# The CPU code paths that change float rounding, pinned to AVX2 as scripts/cpu_runs/isa_env.sh does:
+def _isa_env_pins() -> dict[str, str]:
+    """The variables scripts/cpu_runs/isa_env.sh exports: the evidence scripts' kernel pins, one source."""
+    import shlex
+
+    from zprl.data.paths import repo_root
+
+    pins = {}
+    with open(os.path.join(repo_root(), "scripts", "cpu_runs", "isa_env.sh")) as f:
+        for line in f:
+            if line.startswith("export "):
+                pins.update(item.split("=", 1) for item in shlex.split(line[len("export "):], comments=True))
+    return pins
+
+
+# The CPU code paths that change float rounding, pinned to AVX2 as the evidence scripts pin them:
 # torch, MKL, oneDNN and numpy pick their kernels by CPU, and AVX-512 kernels sum in another order,
 # so an unpinned demo can print other figures on another machine. Only the stages run as commands
 # (train.py, eval_base.py, eval_sum.py) are pinned; the data stage and MuJoCo are not.
-AVX2_KERNEL_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
+AVX2_KERNEL_PINS = _isa_env_pins()
 
 
 def kernel_pins(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:

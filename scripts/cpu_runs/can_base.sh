@@ -7,8 +7,7 @@
 # with the CPU kernels pinned as for every evidence script (isa_env.sh). Then its weights hash, which the
 # online runs from it write as base_policy.sha256 (python -c below; compare across machines).
 #   usage: scripts/cpu_runs/can_base.sh [OVERRIDES...]   (logs: data/logs/can_prepare.log, $NAME.log, ${NAME}_eval.log)
-# Output: $RUN/checkpoints/latest.ckpt and its eval_log.json (RUN=data/runs/offline_can_lowdim unless set:
-# data/runs/eval_can_base/; a variant RUN: ${RUN}_eval/).
+# Output: $RUN/checkpoints/latest.ckpt and ${RUN}_eval/eval_log.json (RUN=data/runs/offline_can_lowdim unless set).
 # A variant: RUN=data/runs/offline_can_lowdim_lr1e-3 scripts/cpu_runs/can_base.sh optimizer.lr=1e-3
 # (the overrides are offline_can.sh's; the last value of a key wins).
 set -euo pipefail
@@ -22,8 +21,7 @@ $PY -m zprl.data.prepare --task can --obs low_dim --workers "${WORKERS:-1}" > da
 RUN=${RUN:-data/runs/offline_can_lowdim}
 NAME=$(basename "$RUN")
 CKPT=$RUN/checkpoints/latest.ckpt
-# the default base's evaluation keeps the directory it had before variants existed
-EVAL=$([ "$NAME" = offline_can_lowdim ] && echo data/runs/eval_can_base || echo "${RUN}_eval")
+EVAL=${RUN}_eval
 # resume: an interrupted base continues from its last checkpoint, a finished one is left as it is (no epochs left)
 bash scripts/cpu_runs/offline_can.sh training.resume=True "$@" hydra.run.dir="$RUN" >> "data/logs/${NAME}.log" 2>&1
 rm -rf "$EVAL"  # eval_base.py refuses to overwrite an evaluation; this one is redone from the weights
