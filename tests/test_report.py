@@ -357,3 +357,35 @@ def test_recorded_base_weights_name_the_base_wherever_the_page_is_rebuilt(tmp_pa
     with open(os.path.join(a, BASE_CKPT_SHA_FILE), "w") as f:
         f.write("ef" * 32 + "\n")
     assert load_run(a).identity["base checkpoint"] == f"sha256:{'ef' * 32}" != f"sha256:{file_sha256(base_file)}"
+
+
+def test_reading_states_ahead_behind_or_indistinguishable_with_its_numbers(tmp_path, base_file):
+    from scipy import stats
+
+    from zprl.report_reading import seeds_to_tell, verdict, welch_interval
+
+    # Welch's interval by hand: finals zprl [0.65, 0.75, 0.55], action_residual [0.35, 0.45]
+    za, ra = [0.65, 0.75, 0.55], [0.35, 0.45]
+    va, vb = np.var(za, ddof=1) / 3, np.var(ra, ddof=1) / 2
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 1)
+    diff, half = welch_interval(za, ra)
+    assert diff == pytest.approx(0.25) and half == pytest.approx(stats.t.ppf(0.975, df) * math.sqrt(va + vb))
+    assert verdict((0.3, 0.2)) == "ahead" and verdict((-0.3, 0.2)) == "behind"
+    assert verdict((0.1, 0.2)) == "indistinguishable" and verdict(None) == "too few seeds for an interval"
+    assert welch_interval([0.5], [0.4, 0.6]) is None
+    # 2 * (1.96 + 0.8416)^2 * sd^2 / d^2 with sd 0.1 and d 0.1: 15.7 -> 16 seeds per method
+    assert seeds_to_tell([0.6, 0.7, 0.8], [0.5, 0.6, 0.7]) == 16
+    assert seeds_to_tell([0.5, 0.6], [0.5, 0.6]) is None
+
+    runs = [make_run(tmp_path / "runs", f"{m}_{s}", m, s, c, base_file) for (m, s), c in CURVES.items()]
+    write_report(runs, str(tmp_path / "out"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    reading = text[text.index("## Reading"):text.index("## Definitions")]
+    assert f"| zprl − action_residual | 3 vs 2 | +0.250 ± {half:.3f} | {verdict((diff, half))} |" in reading
+    # gains over the base (0.2): zprl [0.45, 0.55, 0.35] -> above; action_residual [0.15, 0.25] -> its own interval
+    g = stats.t.ppf(0.975, 2) * np.std([0.45, 0.55, 0.35], ddof=1) / math.sqrt(3)
+    assert f"| zprl | 3 | +0.450 ± {g:.3f} | above |" in reading
+    single = write_report(runs[:1] + runs[3:4], str(tmp_path / "one"))
+    assert list(single) == ["zprl", "action_residual"]
+    one = (tmp_path / "one" / "report.md").read_text()
+    assert "| zprl − action_residual | 1 vs 1 | +0.300 (no interval) | too few seeds for an interval |" in one

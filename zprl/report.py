@@ -41,6 +41,7 @@ import sys
 import numpy as np
 
 from zprl.common.errors import UserInputError, run_cli
+from zprl.report_reading import reading_lines
 from zprl.report_runs import (  # noqa: F401  (load_run, normalized_auc: part of this module's API)
     FINAL_EVALS, LAST100_EPISODES, SMOOTHNESS_KEYS, Run, check_comparable, expand_run_dirs, label_variants, load_run,
     normalized_auc,
@@ -241,7 +242,9 @@ def render_markdown(runs: list[Run], summary: dict, plot_name: str) -> str:
         lines += ["", f"base policy in evaluation (mean over the {len(base_smooth['action_delta'])} runs' base "
                   f"evaluations): action delta {np.mean(base_smooth['action_delta']):.4g}, action jerk "
                   f"{np.mean(base_smooth['action_jerk']):.4g}."]
-    lines += ["", f"![success vs env steps]({plot_name})", "", "## Definitions", ""]
+    lines += ["", f"![success vs env steps]({plot_name})", ""]
+    lines += reading_lines(group_by_method(runs))
+    lines += ["", "## Definitions", ""]
     lines += [f"- {d}" for d in DEFINITIONS]
     wall_x = _fmt_x(WALL_TIME_THRESHOLD)
     lines += ["", "## Runs", "",

@@ -3,8 +3,8 @@
 # logs.json.txt, .hydra/config.yaml, base_policy.sha256 (the base's weights, which the page names) and any
 # diagnostics_*.json (never checkpoints or videos).
 #   usage: scripts/cpu_runs/collect_results.sh RUN_DIR DEST_DIR
-#   e.g.   scripts/cpu_runs/collect_results.sh data/runs/evidence/lift/zprl_c10u1/0 docs/results/lift/zprl/0
-#   then   python -m zprl.report docs/results/lift/*/* -o docs --name results_lift
+#   e.g.   scripts/cpu_runs/collect_results.sh data/runs/evidence/lift/zprl_c10u1/0 docs/results/lift/zprl_lambda0.8/3
+#   then   python -m zprl.report docs/results/lift/* -o docs --name results_lift
 set -euo pipefail
 RUN=$1; DEST=$2
 for f in "$RUN/logs.json.txt" "$RUN/.hydra/config.yaml"; do

@@ -2,7 +2,7 @@
 # One lift evidence seed for both interfaces, from a fresh checkout, in one command: builds the lift base
 # if it is missing (scripts/cpu_runs/offline_lift_evidence.sh, ~22 min on 2 cores), then runs ZPRL
 # (lambda 0.8) and the action residual side by side (scripts/cpu_runs/evidence.sh, 100k env steps each,
-# ~130-180 min for the pair on 2 cores), and collects both runs' logs into docs/results/lift_avx2/ (RESULTS):
+# ~130-180 min for the pair on 2 cores), and collects both runs' logs into docs/results/lift/ (RESULTS):
 # runs from the base as the AVX2-pinned scripts build it ("base B": weights sha256 703181020ae4..., 0.76 on
 # the held-out seeds; docs/cpu_runs.md, "The lift base depends on the machine"). Check the new runs'
 # base_policy.sha256 against the committed ones before pooling: the report refuses other bases.
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEED=$1
-RESULTS=${RESULTS:-docs/results/lift_avx2}
+RESULTS=${RESULTS:-docs/results/lift}
 BASE=data/peer_check/ours_lr1e-3/checkpoints/latest.ckpt
 mkdir -p data/logs
 [ -f "$BASE" ] || bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base.log 2>&1

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The low-dim lift base behind docs/results_lift.md: the peer check's "lr1e-3" variant
+# The low-dim lift base behind docs/results_lift.md (base B on AVX2 machines) and docs/results_lift_base_a.md (base A): the peer check's "lr1e-3" variant
 # (docs/peer_check.md), i.e. the demo's U-Net [32,64,128] at learning rate 1e-3 instead of 3e-4,
 # trained 3,000 steps (batch 100) on 50 generated mixed-quality demos. It scores 0.60 on the 50
 # held-out seeds (the demo's base 0.26) and its executed chunks spread 23.5 mm between two flow
