@@ -1,0 +1,48 @@
+#!/bin/bash
+# One evidence seed of a task for both interfaces, from a fresh checkout, in one command: builds the task's
+# base if it is missing, runs ZPRL and the action residual side by side (scripts/cpu_runs/evidence.sh,
+# 100k env steps each, 10 critics x UTD 1), and collects both runs' logs into docs/results/<task>/ (RESULTS).
+#   lift: base scripts/cpu_runs/offline_lift_evidence.sh (~22 min on 2 cores; "base B", weights sha256
+#         703181020ae4... on AVX2 machines, 0.76 on the held-out seeds); ZPRL lambda 0.8, the residual's
+#         reach for that base (match_action_residual computed 0.825; docs/cpu_runs.md). ~130-180 min per pair.
+#   can:  base scripts/cpu_runs/can_base.sh at learning rate 1e-3 (data ~27 min, base ~60-90 min, 50-seed
+#         evaluation); ZPRL lambda = the residual's reach, computed by the run itself before training
+#         (steering.res_scale=match_action_residual, logged as steering/res_scale): the same rule as lift's 0.8,
+#         applied per base instead of by hand. Episodes cut at 400 env steps.
+# Check the new runs' base_policy.sha256 against the committed ones before pooling: the report refuses
+# other bases. Interrupted (a session's end)? Run the same command again on a machine that kept data/: each
+# run continues exactly from its latest checkpoint (training.resume=true; a run without one starts afresh).
+#   usage: scripts/cpu_runs/seed_pair.sh TASK SEED      (logs: data/logs/TASK_pair_SEED_{zprl,ar}.log)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TASK=$1; SEED=$2
+RESULTS=${RESULTS:-docs/results/$TASK}
+mkdir -p data/logs
+case $TASK in
+  lift)
+    BASE=data/peer_check/ours_lr1e-3/checkpoints/latest.ckpt
+    [ -f "$BASE" ] || bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base.log 2>&1
+    LAM=0.8; ZNAME=zprl_lambda0.8; ZRUN=zprl_lam08_c10u1 ;;
+  can)
+    BASE_RUN=data/runs/offline_can_lowdim_lr1e-3
+    BASE=$BASE_RUN/checkpoints/latest.ckpt
+    [ -f "${BASE_RUN}_eval/eval_log.json" ] || RUN=$BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 \
+      > data/logs/can_base_driver.log 2>&1
+    LAM=match_action_residual; ZNAME=zprl_match; ZRUN=zprl_match_c10u1 ;;
+  *) echo "seed_pair.sh: unknown task '$TASK' (lift or can)" >&2; exit 2 ;;
+esac
+Z=data/runs/evidence/$TASK/$ZRUN/$SEED
+A=data/runs/evidence/$TASK/action_residual_c10u1/$SEED
+OUT=$Z bash scripts/cpu_runs/evidence.sh "$TASK" zprl "$SEED" "$BASE" steering.res_scale=$LAM training.resume=true \
+  >> "data/logs/${TASK}_pair_${SEED}_zprl.log" 2>&1 &
+PZ=$!
+OUT=$A bash scripts/cpu_runs/evidence.sh "$TASK" action_residual "$SEED" "$BASE" training.resume=true \
+  >> "data/logs/${TASK}_pair_${SEED}_ar.log" 2>&1 &
+PA=$!
+RC=0; wait $PZ || RC=$?; wait $PA || RC=$?
+if [ "$RC" != 0 ]; then
+  echo "seed_pair.sh: a run stopped with exit status $RC (data/logs/${TASK}_pair_${SEED}_*.log); nothing collected" >&2
+  exit "$RC"
+fi
+bash scripts/cpu_runs/collect_results.sh "$Z" "$RESULTS/$ZNAME/$SEED"
+bash scripts/cpu_runs/collect_results.sh "$A" "$RESULTS/action_residual/$SEED"
