@@ -13,8 +13,10 @@ a critic cannot credit steering effects much smaller than noise it does not obse
 
 With ``--lambdas 0.2,0.5,1`` (VIB bases) it also prints each interface's reach on the same
 observations and flow noise (zprl/policy/calibration.py): how far a random dz ~ U(-1, 1) at each
-lambda, and a random action residual da ~ U(-1, 1) at ``--alpha-res``, move the executed chunk's
-end-effector targets, and the lambda that ``steering.res_scale=match_action_residual`` would pick.
+lambda, a random action residual da ~ U(-1, 1) at ``--alpha-res``, a random embedding residual
+d ~ U(-1, 1) at ``--emb-res-scale`` (from the U-Net on the raw embedding) and a random initial noise
+``--noise-bound`` * U(-1, 1) (noise steering) move the executed chunk's end-effector targets, and the
+lambda that ``steering.res_scale=match_action_residual`` would pick.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("-n", type=int, default=256, help="dataset observations")
     p.add_argument("--lambdas", default="", help="comma-separated ZPRL lambdas whose reach to print (VIB bases)")
     p.add_argument("--alpha-res", type=float, default=0.1, help="the action residual's alpha_res to compare with")
+    p.add_argument("--emb-res-scale", type=float, default=0.025, help="the embedding residual's res_scale")
+    p.add_argument("--noise-bound", type=float, default=1.5, help="noise steering's bound on the initial noise")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     print("| checkpoint | observations | spread between two noises (mm) | noise vs zero noise (mm) | dv/dx at sigma=1 |")
@@ -75,13 +79,17 @@ def main(argv=None) -> int:
         print("\nReach: mean distance (mm) the executed chunk's end-effector targets move, same observations "
               "and flow noise\n")
         print("| checkpoint | flow noise | action residual (alpha " + f"{args.alpha_res:g})"
-              + "".join(f" | zprl lambda {lam:g}" for lam in lambdas) + " | matching lambda |")
-        print("|---|---|---|" + "---|" * len(lambdas) + "---|")
+              + "".join(f" | zprl lambda {lam:g}" for lam in lambdas)
+              + f" | embedding residual ({args.emb_res_scale:g}) | noise steering (bound {args.noise_bound:g})"
+              + " | matching lambda |")
+        print("|---|---|---|" + "---|" * len(lambdas) + "---|---|---|")
         for ckpt in args.checkpoints:
             policy, cfg, _ = load_base_policy(ckpt)
-            r = steering_levers(policy, cfg, lambdas, args.alpha_res, samples=args.n)
+            r = steering_levers(policy, cfg, lambdas, args.alpha_res, samples=args.n,
+                                emb_res_scale=args.emb_res_scale, noise_bound=args.noise_bound)
             cells = "".join(f" | {1000 * r['zprl_m'][lam]:.1f}" for lam in lambdas)
             print(f"| {ckpt} | {1000 * r['flow_noise_m']:.1f} | {1000 * r['action_residual_m']:.1f}{cells} | "
+                  f"{1000 * r['embedding_residual_m']:.1f} | {1000 * r['noise_m']:.1f} | "
                   f"{r['matching_res_scale']:.3f} |")
     return 0
 

@@ -16,11 +16,12 @@ from omegaconf import OmegaConf
 
 from zprl.common.errors import UserInputError
 from zprl.common.logging import read_json_lines
+from zprl.policy import baselines as B
 from zprl.policy import steering as S
 from zprl.policy.checkpoint import load_base_policy, read_checkpoint
 
-INTERFACES = {"zprl": S.LatentSteering, "action_residual": S.ActionResidualSteering,
-              "noise": S.NoiseSteering, "embedding_residual": S.EmbeddingResidualSteering}
+INTERFACES = {"zprl": S.LatentSteering, "action_residual": B.ActionResidualSteering,
+              "noise": B.NoiseSteering, "embedding_residual": B.EmbeddingResidualSteering}
 
 
 
@@ -102,7 +103,7 @@ def test_zprl_moves_the_latent_through_the_decoder(base):
 
 def test_action_residual_adds_scaled_residual_in_normalized_space(base):
     policy, cfg = base
-    steering = S.ActionResidualSteering(policy, alpha_res=0.1)
+    steering = B.ActionResidualSteering(policy, alpha_res=0.1)
     obs = dataset_obs(cfg)
     enc = seeded(lambda: steering.encode(obs))
     # the base chunk in the state is the deployed base policy's chunk (same flow noise)
@@ -116,7 +117,7 @@ def test_action_residual_adds_scaled_residual_in_normalized_space(base):
 
 def test_action_residual_warmup_is_random_and_executed(base):
     policy, cfg = base
-    steering = S.ActionResidualSteering(policy, alpha_res=0.1)
+    steering = B.ActionResidualSteering(policy, alpha_res=0.1)
     warm = steering.warmup_action(4000, torch.Generator().manual_seed(0))
     # da ~ U(-1, 1) per dimension: non-zero, bounded, mean 0, variance 1/3; reproducible from a generator
     assert warm.shape == (4000, steering.action_dim) and (warm != 0).all() and warm.abs().max() <= 1
@@ -134,7 +135,7 @@ def test_action_residual_critic_scores_the_executed_chunk(base):
     from zprl.rl.sac import SAC
 
     policy, cfg = base
-    steering = S.ActionResidualSteering(policy, alpha_res=0.1)
+    steering = B.ActionResidualSteering(policy, alpha_res=0.1)
     sac = SAC(steering.state_dim, steering.action_dim, "cpu", gamma=0.96, critic_hidden=(32, 32),
               actor_hidden=(32, 32), critic_view=steering.critic_input)
     assert (sac.critic_state_dim, sac.critic_action_dim) == (policy.obs_dim, steering.action_dim)
@@ -164,7 +165,7 @@ def test_actor_log_std_range_per_interface_sets_the_initial_std(base):
 
 
 def test_action_residual_progressive_exploration(base):
-    steering = S.ActionResidualSteering(base[0], progressive_steps=1000)
+    steering = B.ActionResidualSteering(base[0], progressive_steps=1000)
     gen = torch.Generator().manual_seed(0)
     da = torch.rand(20000, steering.action_dim) * 2 - 1
     # explore takes steps since the END of warm-up: probability 0 right there, 1 after H more
@@ -175,12 +176,12 @@ def test_action_residual_progressive_exploration(base):
     used = out.abs().amax(-1) > 0
     assert abs(used.float().mean().item() - 0.25) < 0.015  # binomial sd 0.003
     torch.testing.assert_close(out[used], da[used])  # a row is either the residual or exactly zero
-    assert S.ActionResidualSteering(base[0], progressive_steps=0).residual_probability(0) == 1.0
+    assert B.ActionResidualSteering(base[0], progressive_steps=0).residual_probability(0) == 1.0
 
 
 def test_noise_steering_is_bounded_and_warmup_is_clipped_gaussian(base):
     policy, cfg = base
-    steering = S.NoiseSteering(policy)
+    steering = B.NoiseSteering(policy)
     enc = steering.encode(dataset_obs(cfg), deterministic=True)  # evaluation: the base conditioned as deployed
     shape = (8, policy.horizon, policy.action_dim)
     rl = torch.rand(8, steering.action_dim) * 2 - 1
@@ -199,7 +200,7 @@ def test_noise_steering_is_bounded_and_warmup_is_clipped_gaussian(base):
 
 def test_noise_collects_from_the_posterior_sample_and_evaluates_from_mu(base):
     policy, cfg = base
-    steering = S.NoiseSteering(policy)
+    steering = B.NoiseSteering(policy)
     obs = dataset_obs(cfg)
     mu, logvar = policy.vib_posterior(policy.encode_obs(obs))
     assert logvar.exp().sqrt().mean() > 0.1  # the posterior is not a point, so the two differ
@@ -276,7 +277,7 @@ def test_image_crop_random_while_collecting_centered_at_evaluation():
 
 def test_embedding_residual_conditions_the_unet_directly(base):
     policy, cfg = base
-    steering = S.EmbeddingResidualSteering(policy)
+    steering = B.EmbeddingResidualSteering(policy)
     obs = dataset_obs(cfg)
     enc = steering.encode(obs)
     d = torch.rand(8, policy.obs_dim) * 2 - 1
@@ -328,6 +329,10 @@ def test_reach_is_measured_with_shared_noise_and_match_action_residual_equalises
     assert reach.flow_noise_m > 0 and reach.latent(0.5) > reach.latent(0.1) > 0
     # the action residual acts linearly on the normalized chunk, so its reach is linear in alpha_res
     assert reach.action_residual(0.2) == pytest.approx(2 * reach.action_residual(0.1), rel=1e-4)
+    # the embedding residual is measured from its own base (the U-Net on the raw embedding) and grows with
+    # its scale; noise steering's reach is of the order of two N(0, I) starts' spread
+    assert reach.embedding_residual(0.0) == 0.0 < reach.embedding_residual(0.025) < reach.embedding_residual(0.5)
+    assert 0.2 * reach.flow_noise_m < reach.noise_steering(1.5) < 5 * reach.flow_noise_m
 
     steering = S.LatentSteering(policy, res_scale="match_action_residual", calibration_samples=64,
                                 calibration_seed=3, calibration_alpha_res=0.1)
@@ -362,13 +367,14 @@ def test_base_noise_spread_prints_the_reach_table(base_ckpt, capsys):
     spec.loader.exec_module(script)
     assert script.main([base_ckpt, "-n", "32", "--lambdas", "0.1,1"]) == 0
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {base_ckpt}")]
-    assert len(rows) == 2 and len(rows[1]) == 6  # checkpoint, flow noise, residual, 2 lambdas, matching lambda
+    # checkpoint, flow noise, residual, 2 lambdas, embedding residual, noise steering, matching lambda
+    assert len(rows) == 2 and len(rows[1]) == 8
     reach = [float(c) for c in rows[1][1:]]
     assert all(v > 0 for v in reach) and reach[3] > reach[2]  # lambda 1 reaches further than 0.1
 
 
 def test_resume_refuses_another_interface(base):
-    steering = S.NoiseSteering(base[0])
+    steering = B.NoiseSteering(base[0])
     steering.load_extra_state({"name": "noise", "noise_bound": 2.0})
     assert steering.noise_bound == 2.0
     with pytest.raises(UserInputError, match="steering=zprl"):
@@ -457,3 +463,34 @@ def test_online_run_and_eval_sum_rebuild(base_ckpt, name, tmp_path):
     log = json.load(open(os.path.join(out, "eval_log.json")))
     assert log["n_episodes"] == 1 and log["steering"]["name"] == name and 0.0 <= log["mean_score"] <= 1.0
     assert not glob.glob(os.path.join(out, "media", "*.mp4"))
+
+
+def test_embedding_residual_matches_the_action_residual_reach(base):
+    from zprl.policy.calibration import ChunkReach
+
+    policy, cfg = base
+    steering = B.EmbeddingResidualSteering(policy, res_scale="match_action_residual", calibration_samples=64,
+                                           calibration_seed=3, calibration_alpha_res=0.1)
+    with pytest.raises(RuntimeError, match="calibrated by prepare"):
+        steering.act(steering.encode(dataset_obs(cfg)), torch.zeros(8, steering.action_dim))
+    logged = steering.prepare(cfg)
+    scale = steering.res_scale
+    assert logged["steering/res_scale"] == scale > 0 and steering.extra_state() == {"res_scale": scale}
+    again = ChunkReach(policy, next(S.dataset_observations(cfg, 64, seed=3, batch_size=64)), seed=3)
+    assert again.embedding_residual(scale) == pytest.approx(again.action_residual(0.1), rel=0.01)
+    # a number stays a number, prepare leaves it alone; anything else is refused in one line
+    fixed = B.EmbeddingResidualSteering(policy, res_scale=0.025)
+    assert fixed.prepare(cfg) == {} and fixed.res_scale == 0.025
+    with pytest.raises(UserInputError, match="steering.res_scale='auto'.*match_action_residual"):
+        B.EmbeddingResidualSteering(policy, res_scale="auto")
+
+
+def test_configs_written_before_the_baselines_moved_still_instantiate(base):
+    import hydra
+
+    policy = base[0]
+    for name in ("ActionResidualSteering", "NoiseSteering", "EmbeddingResidualSteering"):
+        old = hydra.utils.instantiate({"_target_": f"zprl.policy.steering.{name}"}, policy=policy)
+        assert type(old) is getattr(B, name)
+    with pytest.raises(AttributeError):
+        S.NoSuchSteering  # noqa: B018

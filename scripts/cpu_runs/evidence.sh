@@ -20,6 +20,8 @@
 #   (steering.res_scale=match_action_residual picks 0.825 for that base; docs/cpu_runs.md), e.g.
 #     scripts/cpu_runs/evidence.sh lift zprl 1 BASE steering.res_scale=0.8
 #   The action residual's progressive horizon H is 1/5 of the run after warm-up, as the authors' 50k is of 250k.
+#   The embedding residual (no-bottleneck ablation) runs at the residual's reach too
+#   (steering.res_scale=match_action_residual; the authors' 0.025 moves the lift chunk a tenth as far: docs/steering.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/cpu_runs/isa_env.sh  # CPU kernels pinned to AVX2: numbers that reproduce across machines
@@ -30,6 +32,7 @@ WARMUP=${WARMUP:-1000}
 OUT=${OUT:-data/runs/evidence/$TASK/$METHOD/$SEED}
 extra=()
 if [ "$METHOD" = action_residual ]; then extra+=(steering.progressive_steps=$(( (AGENT_STEPS - WARMUP) / 5 ))); fi
+if [ "$METHOD" = embedding_residual ]; then extra+=(steering.res_scale=match_action_residual); fi
 OMP_NUM_THREADS=1 exec .venv/bin/python train.py --config-name=train_online_vib_robomimic_workspace \
   online_task="${TASK}_lowdim_abs" online_task.base_ckpt="$BASE" steering="$METHOD" \
   training.seed="$SEED" training.device=cpu training.num_threads=1 exp_name="evidence_$METHOD" logging.mode=disabled \

@@ -15,6 +15,7 @@ lambda, which is what ``scripts/base_noise_spread.py --lambdas`` prints.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 
@@ -24,6 +25,7 @@ from zprl.rl.smoothness import position_dims
 
 # RMS of a unit uniform action, dz ~ U(-1, 1): the reference size of an actor's dz for res_scale=auto.
 UNIT_UNIFORM_RMS = 1.0 / math.sqrt(3.0)
+log = logging.getLogger("zprl")
 
 
 def res_scale_for_ratio(rms_z: float, target: float, rms_dz: float = UNIT_UNIFORM_RMS) -> float:
@@ -83,13 +85,17 @@ class ChunkReach:
         self.policy = policy
         obs = {k: v.to(policy.device) for k, v in obs.items()}
         g = torch.Generator().manual_seed(seed)
-        self.mu = policy.vib_posterior(policy.encode_obs(obs))[0]
+        self.emb = policy.encode_obs(obs)
+        self.mu = policy.vib_posterior(self.emb)[0]
         b = self.mu.shape[0]
         shape = (b, policy.horizon, policy.action_dim)
         self.noise = torch.randn(shape, generator=g).to(self.mu)
         other_noise = torch.randn(shape, generator=g).to(self.mu)
         self.dz = (torch.rand(self.mu.shape, generator=g) * 2 - 1).to(self.mu)
         self.da = (torch.rand((b, policy.n_action_steps, policy.action_dim), generator=g) * 2 - 1).to(self.mu)
+        # drawn after the draws above, so adding these interfaces left the ZPRL/residual reach unchanged
+        self.d_emb = (torch.rand(self.emb.shape, generator=g) * 2 - 1).to(self.mu)
+        self.u_noise = (torch.rand(shape, generator=g) * 2 - 1).to(self.mu)
         self.pos = torch.as_tensor(position_dims(policy.action_dim), device=self.mu.device)
         self.base = self._chunk(self.mu, self.noise)
         self.flow_noise_m = self.distance_m(self._chunk(self.mu, other_noise))
@@ -97,9 +103,10 @@ class ChunkReach:
     def _chunk(self, z: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.policy.sample_action_chunk(self.policy.decode_latent(z), noise)["action"]
 
-    def distance_m(self, chunk: torch.Tensor) -> float:
-        """Mean end-effector target distance (m) from the base chunk, over observations, steps, arms."""
-        d = (chunk - self.base)[..., self.pos].unflatten(-1, (-1, 3))
+    def distance_m(self, chunk: torch.Tensor, reference: torch.Tensor | None = None) -> float:
+        """Mean end-effector target distance (m) from the base chunk (or ``reference``), over
+        observations, steps, arms."""
+        d = (chunk - (self.base if reference is None else reference))[..., self.pos].unflatten(-1, (-1, 3))
         return d.norm(dim=-1).mean().item()
 
     @torch.no_grad()
@@ -116,16 +123,53 @@ class ChunkReach:
         return self.distance_m(self.base + (norm.unnormalize(nb + alpha_res * self.da) - norm.unnormalize(nb)))
 
 
-def res_scale_matching_reach(reach: ChunkReach, target_m: float, lo: float = 1e-3, hi: float = 20.0,
-                             iterations: int = 14) -> float:
-    """The lambda whose latent reach is ``target_m`` (bisection on a log scale; reach grows with lambda)."""
-    if reach.latent(hi) < target_m:
-        raise ValueError(f"even lambda={hi} moves the chunk only {1000 * reach.latent(hi):.2f} mm "
-                         f"< the target {1000 * target_m:.2f} mm: the decoder barely reacts to z")
+    @torch.no_grad()
+    def embedding_residual(self, res_scale: float) -> float:
+        """Reach of the no-bottleneck ablation: the U-Net on obs_emb + res_scale * d, from its own base
+        (the U-Net on the raw obs_emb, VIB bypassed), same flow noise."""
+        unet = self.policy.sample_action_chunk
+        base = unet(self.emb, self.noise)["action"]
+        return self.distance_m(unet(self.emb + res_scale * self.d_emb, self.noise)["action"], base)
+
+    @torch.no_grad()
+    def noise_steering(self, noise_bound: float) -> float:
+        """Reach of noise steering: the flow started from noise_bound * u, u ~ U(-1, 1), against the
+        base's start from N(0, I) (compare with flow_noise_m, two N(0, I) starts)."""
+        return self.distance_m(self._chunk(self.mu, noise_bound * self.u_noise))
+
+
+def scale_matching_reach(reach_of, target_m: float, lo: float = 1e-3, hi: float = 20.0,
+                         iterations: int = 14) -> float:
+    """The scale whose reach ``reach_of(scale)`` is ``target_m`` (bisection on a log scale; reach grows
+    with the scale)."""
+    if reach_of(hi) < target_m:
+        raise ValueError(f"even a scale of {hi} moves the chunk only {1000 * reach_of(hi):.2f} mm "
+                         f"< the target {1000 * target_m:.2f} mm: the condition barely moves the policy")
     for _ in range(iterations):
         mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if reach.latent(mid) < target_m else (lo, mid)
+        lo, hi = (mid, hi) if reach_of(mid) < target_m else (lo, mid)
     return math.sqrt(lo * hi)
+
+
+def res_scale_matching_reach(reach: ChunkReach, target_m: float, **bisection) -> float:
+    """ZPRL's lambda whose latent reach is ``target_m``."""
+    return scale_matching_reach(reach.latent, target_m, **bisection)
+
+
+def match_action_residual(policy, base_cfg, reach_of: str, samples: int, seed: int, alpha_res: float,
+                          interface: str) -> tuple[float, dict]:
+    """``res_scale=match_action_residual`` for an interface whose reach is ``ChunkReach.<reach_of>``:
+    the scale at which a random action moves the executed chunk as far as a random action residual at
+    ``alpha_res``. Returns the scale and what to log."""
+    # one batch through the U-Net per bisection step: 1024 observations give the mean to ~1%
+    reach = dataset_reach(policy, base_cfg, min(samples, 1024), seed)
+    target = reach.action_residual(alpha_res)
+    scale = scale_matching_reach(getattr(reach, reach_of), target)
+    log.info("%s res_scale=match_action_residual: a random action residual (alpha %.3g) moves the executed chunk "
+             "%.2f mm on %d dataset observations -> res_scale %.4f moves it as far (flow noise alone: %.2f mm)",
+             interface, alpha_res, 1000 * target, reach.mu.shape[0], scale, 1000 * reach.flow_noise_m)
+    return scale, {"steering/res_scale": scale, "steering/calibration_reach_m": target,
+                   "steering/calibration_flow_noise_m": reach.flow_noise_m}
 
 
 def dataset_reach(policy, base_cfg, samples: int, seed: int = 0) -> ChunkReach:
@@ -134,11 +178,14 @@ def dataset_reach(policy, base_cfg, samples: int, seed: int = 0) -> ChunkReach:
 
 
 def steering_levers(policy, base_cfg, res_scales, alpha_res: float = 0.1, samples: int = 512,
-                    seed: int = 0) -> dict:
-    """Reach (m) of the flow noise, the action residual at alpha_res, and ZPRL at each lambda, plus
-    the lambda that matches the action residual."""
+                    seed: int = 0, emb_res_scale: float = 0.025, noise_bound: float = 1.5) -> dict:
+    """Reach (m) of the flow noise, the action residual at alpha_res, ZPRL at each lambda, the embedding
+    residual at emb_res_scale and noise steering at noise_bound, plus the lambda that matches the action
+    residual."""
     reach = dataset_reach(policy, base_cfg, samples, seed)
     target = reach.action_residual(alpha_res)
     return {"n": int(reach.mu.shape[0]), "flow_noise_m": reach.flow_noise_m, "action_residual_m": target,
             "alpha_res": alpha_res, "zprl_m": {float(s): reach.latent(float(s)) for s in res_scales},
+            "embedding_residual_m": reach.embedding_residual(emb_res_scale), "emb_res_scale": emb_res_scale,
+            "noise_m": reach.noise_steering(noise_bound), "noise_bound": noise_bound,
             "matching_res_scale": res_scale_matching_reach(reach, target)}
