@@ -5,8 +5,8 @@
 #   lift: base scripts/cpu_runs/offline_lift_evidence.sh (~22 min on 2 cores; "base B", weights sha256
 #         703181020ae4... on AVX2 machines, 0.76 on the held-out seeds); ZPRL lambda 0.8, the residual's
 #         reach for that base (match_action_residual computed 0.825; docs/cpu_runs.md). ~130-180 min per pair.
-#   can:  base scripts/cpu_runs/can_base.sh at learning rate 1e-3 (data ~27 min, base ~60-90 min, 50-seed
-#         evaluation); ZPRL lambda = the residual's reach, computed by the run itself before training
+#   can:  base scripts/cpu_runs/can_base.sh at learning rate 1e-3 for 100 epochs (data ~27 min, base ~1.5 h on
+#         an idle core, 4-5 h beside two runs; 50-seed evaluation): 36 epochs scored only 0.16 (docs/cpu_runs.md); ZPRL lambda = the residual's reach, computed by the run itself before training
 #         (steering.res_scale=match_action_residual, logged as steering/res_scale): the same rule as lift's 0.8,
 #         applied per base instead of by hand. Episodes cut at 400 env steps.
 # Check the new runs' base_policy.sha256 against the committed ones before pooling: the report refuses
@@ -24,10 +24,11 @@ case $TASK in
     [ -f "$BASE" ] || bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base.log 2>&1
     LAM=0.8; ZNAME=zprl_lambda0.8; ZRUN=zprl_lam08_c10u1 ;;
   can)
-    BASE_RUN=data/runs/offline_can_lowdim_lr1e-3
+    BASE_RUN=data/runs/offline_can_lowdim_lr1e-3_e100
     BASE=$BASE_RUN/checkpoints/latest.ckpt
     [ -f "${BASE_RUN}_eval/eval_log.json" ] || RUN=$BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 \
-      > data/logs/can_base_driver.log 2>&1
+      training.num_epochs=100 training.rollout_every=100 training.checkpoint_every=5 training.val_every=5 \
+      > data/logs/can_base_e100_driver.log 2>&1
     LAM=match_action_residual; ZNAME=zprl_match; ZRUN=zprl_match_c10u1 ;;
   *) echo "seed_pair.sh: unknown task '$TASK' (lift or can)" >&2; exit 2 ;;
 esac
