@@ -11,7 +11,7 @@ import math
 import torch
 
 from zprl.policy.calibration import match_action_residual
-from zprl.policy.steering import Encoded, Steering, rms
+from zprl.policy.steering import Encoded, Steering, parse_res_scale, rms
 
 
 class ActionResidualSteering(Steering):
@@ -167,15 +167,7 @@ class EmbeddingResidualSteering(Steering):
     def __init__(self, policy, res_scale: float | str = 0.025, calibration_samples: int = 1024,
                  calibration_seed: int = 0, calibration_alpha_res: float = 0.1):
         super().__init__(policy)
-        if res_scale != "match_action_residual":
-            try:
-                res_scale = float(res_scale)
-            except (TypeError, ValueError):
-                from zprl.common.errors import UserInputError
-
-                raise UserInputError(f"steering.res_scale={res_scale!r}: give a number or match_action_residual") \
-                    from None
-        self.res_scale = res_scale
+        self.res_scale = parse_res_scale(res_scale, ("match_action_residual",))
         self.calibration_samples = int(calibration_samples)
         self.calibration_seed = int(calibration_seed)
         self.calibration_alpha_res = float(calibration_alpha_res)
@@ -185,7 +177,7 @@ class EmbeddingResidualSteering(Steering):
             return {}
         self.res_scale, logged = match_action_residual(self.policy, base_cfg, "embedding_residual",
                                                        self.calibration_samples, self.calibration_seed,
-                                                       self.calibration_alpha_res, "embedding_residual")
+                                                       self.calibration_alpha_res)
         return logged
 
     def _scale(self) -> float:

@@ -9,12 +9,13 @@ Two rules, both measured on the base policy's own training dataset:
   da ~ U(-1, 1) at ``alpha_res`` does, with the same flow noise. A rule in action units: it gives
   both interfaces the same reach, so a comparison between them is not a comparison of step sizes.
 
-``steering_levers`` measures both interfaces' reach (and the flow noise's own spread) for any
+``steering_levers`` measures every interface's reach (and the flow noise's own spread) for any
 lambda, which is what ``scripts/base_noise_spread.py --lambdas`` prints.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -127,9 +128,14 @@ class ChunkReach:
     def embedding_residual(self, res_scale: float) -> float:
         """Reach of the no-bottleneck ablation: the U-Net on obs_emb + res_scale * d, from its own base
         (the U-Net on the raw obs_emb, VIB bypassed), same flow noise."""
-        unet = self.policy.sample_action_chunk
-        base = unet(self.emb, self.noise)["action"]
-        return self.distance_m(unet(self.emb + res_scale * self.d_emb, self.noise)["action"], base)
+        chunk = self.policy.sample_action_chunk(self.emb + res_scale * self.d_emb, self.noise)["action"]
+        return self.distance_m(chunk, self.embedding_base)
+
+    @functools.cached_property
+    def embedding_base(self) -> torch.Tensor:
+        """The U-Net on the raw obs_emb, once: the embedding residual's base for every scale compared."""
+        with torch.no_grad():
+            return self.policy.sample_action_chunk(self.emb, self.noise)["action"]
 
     @torch.no_grad()
     def noise_steering(self, noise_bound: float) -> float:
@@ -151,13 +157,8 @@ def scale_matching_reach(reach_of, target_m: float, lo: float = 1e-3, hi: float 
     return math.sqrt(lo * hi)
 
 
-def res_scale_matching_reach(reach: ChunkReach, target_m: float, **bisection) -> float:
-    """ZPRL's lambda whose latent reach is ``target_m``."""
-    return scale_matching_reach(reach.latent, target_m, **bisection)
-
-
-def match_action_residual(policy, base_cfg, reach_of: str, samples: int, seed: int, alpha_res: float,
-                          interface: str) -> tuple[float, dict]:
+def match_action_residual(policy, base_cfg, reach_of: str, samples: int, seed: int,
+                          alpha_res: float) -> tuple[float, dict]:
     """``res_scale=match_action_residual`` for an interface whose reach is ``ChunkReach.<reach_of>``:
     the scale at which a random action moves the executed chunk as far as a random action residual at
     ``alpha_res``. Returns the scale and what to log."""
@@ -165,9 +166,9 @@ def match_action_residual(policy, base_cfg, reach_of: str, samples: int, seed: i
     reach = dataset_reach(policy, base_cfg, min(samples, 1024), seed)
     target = reach.action_residual(alpha_res)
     scale = scale_matching_reach(getattr(reach, reach_of), target)
-    log.info("%s res_scale=match_action_residual: a random action residual (alpha %.3g) moves the executed chunk "
-             "%.2f mm on %d dataset observations -> res_scale %.4f moves it as far (flow noise alone: %.2f mm)",
-             interface, alpha_res, 1000 * target, reach.mu.shape[0], scale, 1000 * reach.flow_noise_m)
+    log.info("res_scale=match_action_residual (%s reach): a random action residual (alpha %.3g) moves the executed "
+             "chunk %.2f mm on %d dataset observations -> res_scale %.4f moves it as far (flow noise alone: %.2f mm)",
+             reach_of, alpha_res, 1000 * target, reach.mu.shape[0], scale, 1000 * reach.flow_noise_m)
     return scale, {"steering/res_scale": scale, "steering/calibration_reach_m": target,
                    "steering/calibration_flow_noise_m": reach.flow_noise_m}
 
@@ -188,4 +189,4 @@ def steering_levers(policy, base_cfg, res_scales, alpha_res: float = 0.1, sample
             "alpha_res": alpha_res, "zprl_m": {float(s): reach.latent(float(s)) for s in res_scales},
             "embedding_residual_m": reach.embedding_residual(emb_res_scale), "emb_res_scale": emb_res_scale,
             "noise_m": reach.noise_steering(noise_bound), "noise_bound": noise_bound,
-            "matching_res_scale": res_scale_matching_reach(reach, target)}
+            "matching_res_scale": scale_matching_reach(reach.latent, target)}

@@ -158,6 +158,18 @@ def rms(x: torch.Tensor) -> float:
     return x.float().pow(2).mean().sqrt().item()
 
 
+def parse_res_scale(value, rules: tuple[str, ...]) -> float | str:
+    """A scale as a number, or one of the rules ``prepare`` turns into one; anything else is refused."""
+    if value in rules:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        from zprl.common.errors import UserInputError
+
+        raise UserInputError(f"steering.res_scale={value!r}: give a number or one of {', '.join(rules)}") from None
+
+
 class LatentSteering(Steering):
     """ZPRL: perturb the VIB latent, z' = z + res_scale * dz, and act through the decoder.
 
@@ -179,15 +191,7 @@ class LatentSteering(Steering):
         super().__init__(policy)
         if not getattr(policy, "use_vib", False):
             raise ValueError("latent steering needs a base policy trained with the VIB (policy.use_vib=true)")
-        if res_scale not in self.RULES:
-            try:
-                res_scale = float(res_scale)
-            except (TypeError, ValueError):
-                from zprl.common.errors import UserInputError
-
-                raise UserInputError(f"steering.res_scale={res_scale!r}: give a number (lambda) or one of "
-                                     f"{', '.join(self.RULES)}") from None
-        self.res_scale = res_scale
+        self.res_scale = parse_res_scale(res_scale, self.RULES)
         self.calibration_target = float(calibration_target)
         self.calibration_samples = int(calibration_samples)
         self.calibration_seed = int(calibration_seed)
@@ -231,7 +235,7 @@ class LatentSteering(Steering):
             return {"steering/res_scale": self.res_scale, "steering/calibration_rms_z": rms_z}
         if self.res_scale == "match_action_residual":
             self.res_scale, logged = match_action_residual(self.policy, base_cfg, "latent", self.calibration_samples,
-                                                           self.calibration_seed, self.calibration_alpha_res, "zprl")
+                                                           self.calibration_seed, self.calibration_alpha_res)
             return logged
         return {}
 
