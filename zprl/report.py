@@ -41,7 +41,7 @@ import sys
 import numpy as np
 
 from zprl.common.errors import UserInputError, run_cli
-from zprl.report_reading import reading_lines
+from zprl.report_reading import reading_lines, t_interval
 from zprl.report_runs import (  # noqa: F401  (load_run, normalized_auc: part of this module's API)
     FINAL_EVALS, LAST100_EPISODES, SMOOTHNESS_KEYS, Run, check_comparable, expand_run_dirs, label_variants, load_run,
     normalized_auc,
@@ -50,20 +50,6 @@ from zprl.report_runs import (  # noqa: F401  (load_run, normalized_auc: part of
 TRAIN_THRESHOLDS = (0.5, 0.8, 0.9, 0.95)  # on train/success_rate_last100
 EVAL_THRESHOLDS = (0.5, 0.8, 0.9)         # on eval/success_rate
 WALL_TIME_THRESHOLD = 0.8                 # wall-clock time to this eval success, per run
-
-
-# -- statistics ----------------------------------------------------------------------------------
-def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
-    """(mean, half-width) of the Student-t interval over independent seeds; half-width NaN for n < 2."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=np.float64)
-    if len(x) < 2:
-        return float(x.mean()), float("nan")
-    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean()), float(half)
-
-
 
 
 # -- summary and report --------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The plain reading of a results page, computed from the runs so that it regenerates with them: is
-each ZPRL variant ahead of, behind, or indistinguishable from each other interface (and each interface
+"""The statistics of a results page (the Student-t interval every "mean ± CI" uses) and its plain
+reading, computed from the runs so that it regenerates with them: is each ZPRL variant ahead of, behind, or indistinguishable from each other interface (and each interface
 from its base) at this budget, and about how many seeds per method would tell.
 
 The rule is stated on the page: a difference counts only when its 95% interval over seeds excludes 0
@@ -18,6 +18,17 @@ import numpy as np
 ALPHA, POWER = 0.05, 0.8
 
 
+def t_interval(values, confidence: float = 1 - ALPHA) -> tuple[float, float]:
+    """(mean, half-width) of the Student-t interval over independent seeds; half-width NaN for n < 2."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) < 2:
+        return float(x.mean()), float("nan")
+    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+    return float(x.mean()), float(half)
+
+
 def welch_interval(a, b, confidence: float = 1 - ALPHA) -> tuple[float, float] | None:
     """(mean(a) - mean(b), half-width of the Welch t interval); None when either side has < 2 seeds."""
     from scipy import stats
@@ -32,16 +43,6 @@ def welch_interval(a, b, confidence: float = 1 - ALPHA) -> tuple[float, float] |
         return diff, 0.0
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     return diff, float(stats.t.ppf(0.5 + confidence / 2, df) * se)
-
-
-def paired_gain_interval(gains, confidence: float = 1 - ALPHA) -> tuple[float, float] | None:
-    """(mean gain, half-width of the one-sample t interval); None for < 2 runs."""
-    from scipy import stats
-
-    g = np.asarray(gains, np.float64)
-    if len(g) < 2:
-        return None
-    return float(g.mean()), float(stats.t.ppf(0.5 + confidence / 2, len(g) - 1) * g.std(ddof=1) / math.sqrt(len(g)))
 
 
 def seeds_to_tell(a, b) -> int | None:
@@ -108,7 +109,7 @@ def reading_lines(groups: dict) -> list[str]:
         if not gains:
             lines.append(f"| {method} | {len(runs)} | – | no base evaluation logged |")
             continue
-        gi = paired_gain_interval(gains)
+        gi = t_interval(gains) if len(gains) > 1 else None
         cell = _cell(gi) if gi else f"{np.mean(gains):+.3f} (no interval)"
         lines.append(f"| {method} | {len(gains)} | {cell} | {verdict(gi, 'above', 'below')} |")
     return lines
