@@ -11,11 +11,10 @@ returns the same observations (images flipped upright as uint8 HWC, ``object`` f
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 
 from zprl.env.robomimic_env import prepare_env_meta
+from zprl.env.model_compile import robosuite_compiling
 
 
 def _render_gpu_device_id() -> int | None:
@@ -28,25 +27,22 @@ def _render_gpu_device_id() -> int | None:
     return devices[0] if devices else None
 
 
-def _return_free_memory() -> None:
-    """Hand freed heap back to the OS (glibc's malloc_trim; elsewhere nothing to do), so the
-    process's resident memory shows what it still uses."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (AttributeError, OSError):
-        pass
-
-
 class RobosuiteEnv:
     """The part of robomimic's ``EnvRobosuite`` the rollout envs use: ``reset``, ``reset_to``,
     ``step``, ``is_success``, ``render`` and ``env`` (the robosuite env).
 
     Observations hold exactly ``obs_keys``. robomimic's extras (joint positions and end-effector
     velocities switched on as observables) are kept, so the simulation is the same.
+
+    ``visual_meshes``: compile the robots' visual meshes. None (default): only if the env renders
+    (image observations or ``render_offscreen``); without them a low-dim worker holds ~170 MB less
+    and steps the same (``zprl.env.model_compile``, which also compiles every env's model without
+    keeping its parsed XML).
     """
 
     def __init__(self, env_meta: dict, obs_keys, render_offscreen: bool | None = None,
-                 abs_action: bool | None = None, hard_reset: bool | None = None):
+                 abs_action: bool | None = None, hard_reset: bool | None = None,
+                 visual_meshes: bool | None = None):
         import robosuite
 
         from zprl.env.render_patch import apply_render_patches
@@ -61,18 +57,19 @@ class RobosuiteEnv:
             if device is not None:
                 kwargs["render_gpu_device_id"] = device
         apply_render_patches()  # our robosuite 1.4.1 rendering fixes (patches/README.md)
+        self.visual_meshes = kwargs["has_offscreen_renderer"] if visual_meshes is None else visual_meshes
+        # MuJoCo's cache of decoded meshes only speeds up compiling the same model again: hard resets
+        self._hard_reset = kwargs.get("hard_reset", True)
         self.name = meta["env_name"]
-        self.env = robosuite.make(self.name, **kwargs)
-        if not kwargs.get("hard_reset", True):
-            # MuJoCo keeps the meshes it decoded in a process-wide cache (~100 MB for the Panda's) to
-            # speed up compiling the same model again; without hard resets it is never compiled again.
-            import mujoco
-
-            mujoco.mj_clearCache(mujoco.mj_getCache())
-            _return_free_memory()
+        with self._compiling():
+            self.env = robosuite.make(self.name, **kwargs)
         for name in self.env.observation_names:
             if "joint_pos" in name or "eef_vel" in name:
                 self.env.modify_observable(observable_name=name, attribute="active", modifier=True)
+
+    def _compiling(self):
+        """The context robosuite compiles this env's model in (at construction and hard resets)."""
+        return robosuite_compiling(self.visual_meshes, keep_mesh_cache=self._hard_reset)
 
     def get_observation(self, raw: dict | None = None) -> dict:
         if raw is None:
@@ -88,7 +85,8 @@ class RobosuiteEnv:
         return obs
 
     def reset(self) -> dict:
-        return self.get_observation(self.env.reset())
+        with self._compiling():  # a hard reset compiles the model again
+            return self.get_observation(self.env.reset())
 
     def reset_to(self, state: dict) -> dict:
         """Set the flattened simulator state ``state["states"]`` (no model XML: same env)."""
