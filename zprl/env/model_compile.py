@@ -74,31 +74,36 @@ def _return_free_memory() -> None:
 
 
 def compile_model(xml: str, visual_meshes: bool = True, keep_mesh_cache: bool = True):
-    """The ``mujoco.MjModel`` of ``xml``, without the parsed XML MuJoCo would keep (point 1 above).
-    ``visual_meshes=False`` strips them first (point 2). ``keep_mesh_cache=False`` also empties
-    MuJoCo's process-wide cache of decoded meshes (~100 MB for the Panda's), which only speeds up
-    compiling the same model again (hard resets)."""
+    """The ``mujoco.MjModel`` of ``xml`` and its XML as MuJoCo writes it, without the parsed XML
+    MuJoCo would keep (point 1 above). ``visual_meshes=False`` strips them first (point 2).
+    ``keep_mesh_cache=False`` also empties MuJoCo's process-wide cache of decoded meshes (~100 MB
+    for the Panda's), which only speeds up compiling the same model again (hard resets)."""
     import mujoco
 
     spec = mujoco.MjSpec.from_string(xml if visual_meshes else strip_visual_meshes(xml)[0])
     model = spec.compile()
+    written = spec.to_xml()
     del spec
     if not keep_mesh_cache:
         mujoco.mj_clearCache(mujoco.mj_getCache())
     _return_free_memory()
-    return model
+    return model, written
 
 
 @contextlib.contextmanager
 def robosuite_compiling(visual_meshes: bool = True, keep_mesh_cache: bool = True):
     """Within the block, robosuite compiles its models with ``compile_model`` (at env construction
-    and at the rebuild of a hard reset)."""
+    and at the rebuild of a hard reset). The sim's ``model.get_xml()`` (robosuite reads it through
+    ``mj_saveLastXML``, which has nothing to save now) returns the compiled model's XML."""
     from robosuite.utils.binding_utils import MjSim
 
     original = MjSim.__dict__["from_xml_string"]
 
     def from_xml_string(cls, xml):
-        return cls(compile_model(xml, visual_meshes, keep_mesh_cache))
+        model, written = compile_model(xml, visual_meshes, keep_mesh_cache)
+        sim = cls(model)
+        sim.model.get_xml = lambda: written
+        return sim
 
     MjSim.from_xml_string = classmethod(from_xml_string)
     try:
