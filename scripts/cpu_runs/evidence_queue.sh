@@ -1,0 +1,74 @@
+#!/bin/bash
+# Every run the steering evidence still needs (issue "Evidence ..."), in two lanes that keep 2 cores busy,
+# in one command that can be repeated: a run already collected under docs/results/ is skipped, an
+# interrupted one continues from its last checkpoint (training.resume=true), a finished one is collected.
+#   lane 1: can base (scripts/cpu_runs/can_base.sh, 100 epochs at lr 1e-3) -> can ZPRL seeds 1, 2
+#           -> lift ZPRL at the authors' SAC settings (10 critics x UTD 5, 12,500 agent steps = 50k env steps)
+#   lane 2: lift noise steering seed 1 -> lift embedding residual seed 1 -> can action residual seeds 1, 2
+#           (each waits for lane 1's can base) -> lift action residual at 10 critics x UTD 5
+# Lift seed 3 of ZPRL and the action residual: scripts/cpu_runs/seed_pair.sh lift 3 (run it first).
+#   usage: scripts/cpu_runs/evidence_queue.sh        (logs: data/logs/queue_lane{1,2}.log and one per run)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+mkdir -p data/logs
+LIFT_BASE=data/peer_check/ours_lr1e-3/checkpoints/latest.ckpt
+CAN_RUN=data/runs/offline_can_lowdim_lr1e-3_e100
+CAN_BASE=$CAN_RUN/checkpoints/latest.ckpt
+CAN_EVAL=${CAN_RUN}_eval/eval_log.json
+
+finished() {  # RUN_DIR ENV_STEPS: the run's log holds its last evaluation
+  [ -f "$1/logs.json.txt" ] && .venv/bin/python - "$1/logs.json.txt" "$2" <<'EOF'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+sys.exit(0 if any("eval/success_rate" in r and r.get("env_steps") == int(sys.argv[2]) for r in rows) else 1)
+EOF
+}
+
+run() {  # DEST TASK METHOD SEED BASE [OVERRIDES...]; AGENT_STEPS, CRITICS, UTD from the environment
+  local dest=$1 task=$2 method=$3 seed=$4 base=$5; shift 5
+  local steps=${AGENT_STEPS:-25000} tag
+  tag=$(basename "$(dirname "$dest")")
+  local out=data/runs/evidence/$task/${tag}_c${CRITICS:-10}u${UTD:-1}/$seed
+  if [ -f "$dest/logs.json.txt" ]; then echo "$(date +%T) $dest: collected already"; return 0; fi
+  if ! finished "$out" $((steps * 4)); then
+    echo "$(date +%T) $dest: running $out"
+    OUT=$out bash scripts/cpu_runs/evidence.sh "$task" "$method" "$seed" "$base" training.resume=true "$@" \
+      >> "data/logs/queue_${task}_${tag}_${seed}.log" 2>&1 || { echo "$(date +%T) $out failed (see its log)"; return 1; }
+  fi
+  bash scripts/cpu_runs/collect_results.sh "$out" "$dest"
+}
+
+wait_for_can_base() {
+  until [ -f "$CAN_EVAL" ]; do sleep 60; done
+}
+
+lane1() {
+  if [ ! -f "$CAN_EVAL" ]; then
+    echo "$(date +%T) can base: $CAN_RUN"
+    RUN=$CAN_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 training.num_epochs=100 \
+      training.rollout_every=100 training.checkpoint_every=5 training.val_every=5 \
+      > data/logs/can_base_e100_driver.log 2>&1 || { echo "can base failed"; return 1; }
+  fi
+  for seed in 1 2; do
+    run docs/results/can/zprl_match/$seed can zprl $seed $CAN_BASE steering.res_scale=match_action_residual || return 1
+  done
+  CRITICS=10 UTD=5 AGENT_STEPS=12500 run docs/results/lift_utd5/zprl_lambda0.8/1 lift zprl 1 $LIFT_BASE \
+    steering.res_scale=0.8
+}
+
+lane2() {
+  run docs/results/lift/noise/1 lift noise 1 $LIFT_BASE || return 1
+  run docs/results/lift/embedding_residual/1 lift embedding_residual 1 $LIFT_BASE || return 1
+  wait_for_can_base
+  for seed in 1 2; do
+    run docs/results/can/action_residual/$seed can action_residual $seed $CAN_BASE || return 1
+  done
+  CRITICS=10 UTD=5 AGENT_STEPS=12500 run docs/results/lift_utd5/action_residual/1 lift action_residual 1 $LIFT_BASE
+}
+
+lane1 >> data/logs/queue_lane1.log 2>&1 &
+L1=$!
+lane2 >> data/logs/queue_lane2.log 2>&1 &
+L2=$!
+RC=0; wait $L1 || RC=$?; wait $L2 || RC=$?
+exit $RC
