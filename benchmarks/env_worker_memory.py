@@ -6,7 +6,7 @@ For each task and observation kind (low-dim; two 84x84 cameras) it starts ``--wo
 processes exactly as training does (zprl.env.vector_env.make_vector_env, forkserver, shared-memory
 observations), resets and steps them, and prints per worker RSS, USS (memory only that process
 holds) and PSS (RSS with shared pages split among the processes sharing them), median over workers,
-in MiB, and the start-up time (workers started, envs built and reset, all in parallel). USS is what one more worker adds; RSS is what `top` shows. Rendering here is Mesa's
+in MiB, the PSS of all the row's workers together (what they cost the host), and the start-up time (workers started, envs built and reset, all in parallel). USS is what one more worker adds; RSS is what `top` shows. Rendering here is Mesa's
 llvmpipe (CPU); with NVIDIA's EGL a worker also holds a GL context on the GPU, not measured here.
 """
 
@@ -63,7 +63,8 @@ def measure(task: str, obs: str, workers: int, chunks: int) -> dict:
         venv.close()
     mib = 2 ** 20
     medians = {k: statistics.median(getattr(i, k) / mib for i in infos) for k in ("rss", "uss", "pss")}
-    return medians | {"n": len(infos), "startup": startup}
+    # what the workers hold together: PSS splits shared pages among the processes sharing them
+    return medians | {"n": len(infos), "startup": startup, "total_pss": sum(i.pss for i in infos) / mib}
 
 
 def main():
@@ -74,13 +75,13 @@ def main():
     args = p.parse_args()
     print(f"# {' '.join([os.path.basename(sys.executable)] + sys.argv)}; {args.workers} workers per row, "
           f"{args.chunks} chunks of 4 steps after reset; MUJOCO_GL={os.environ.get('MUJOCO_GL')}")
-    print("| task | observations | workers measured | RSS MiB | USS MiB | PSS MiB | start-up s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| task | observations | workers measured | RSS MiB | USS MiB | PSS MiB | all workers' PSS MiB | start-up s |")
+    print("|---|---|---|---|---|---|---|---|")
     for task in args.tasks.split(","):
         for obs in ("low_dim", "image"):
             r = measure(task, obs, args.workers, args.chunks)
             label = "two 84x84 cameras + low-dim" if obs == "image" else "low-dim"
-            print(f"| {task} | {label} | {r['n']} | {r['rss']:.0f} | {r['uss']:.0f} | {r['pss']:.0f} | {r['startup']:.1f} |", flush=True)
+            print(f"| {task} | {label} | {r['n']} | {r['rss']:.0f} | {r['uss']:.0f} | {r['pss']:.0f} | {r['total_pss']:.0f} | {r['startup']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
