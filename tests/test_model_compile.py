@@ -61,16 +61,6 @@ def test_scripted_grasp_steps_identically_without_visual_meshes(task, seed):
         slim.env.close()
 
 
-def test_rendering_envs_keep_their_visual_meshes():
-    env = RobosuiteEnv(make_env_meta("lift", obs="low_dim"), list(LOW_DIM_KEYS), render_offscreen=True,
-                       hard_reset=False)
-    try:
-        assert env.visual_meshes
-        assert env.env.sim.model._model.nmeshvert > 300_000  # the Panda's detailed meshes
-    finally:
-        env.env.close()
-
-
 def test_only_non_colliding_geoms_outside_the_inertia_groups_change():
     xml = """<mujoco><compiler inertiagrouprange="0 0"/>
       <asset><mesh name="m" vertex="0 0 0 1 0 0 0 1 0 0 0 1"/><mesh name="c" vertex="0 0 0 1 0 0 0 1 0 0 0 1"/></asset>
@@ -92,9 +82,12 @@ def test_only_non_colliding_geoms_outside_the_inertia_groups_change():
 
 
 def test_compiling_through_a_spec_gives_the_model_from_xml_string():
-    """compile_model drops the parsed XML MuJoCo would keep; the model itself is the same."""
-    env = _env("lift", True)
+    """compile_model drops the parsed XML MuJoCo would keep; the model itself is the same. An env
+    that renders keeps its visual meshes by default."""
+    env = RobosuiteEnv(make_env_meta("lift", obs="low_dim"), list(LOW_DIM_KEYS), render_offscreen=True,
+                       hard_reset=False)
     try:
+        assert env.visual_meshes and env.env.sim.model._model.nmeshvert > 300_000  # the Panda's detailed meshes
         xml = env.env.model.get_xml()
     finally:
         env.env.close()
