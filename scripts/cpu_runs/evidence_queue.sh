@@ -38,16 +38,20 @@ run() {  # DEST TASK METHOD SEED BASE [OVERRIDES...]; AGENT_STEPS, CRITICS, UTD 
   bash scripts/cpu_runs/collect_results.sh "$out" "$dest"
 }
 
-wait_for_can_base() {
-  until [ -f "$CAN_EVAL" ]; do sleep 60; done
+wait_for_can_base() {  # lane 1 builds it; gives up when lane 1 reports that it failed
+  until [ -f "$CAN_EVAL" ]; do
+    [ -f data/logs/can_base.failed ] && { echo "$(date +%T) can base failed: no can runs"; return 1; }
+    sleep 60
+  done
 }
 
 lane1() {
+  rm -f data/logs/can_base.failed
   if [ ! -f "$CAN_EVAL" ]; then
     echo "$(date +%T) can base: $CAN_RUN"
     RUN=$CAN_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 training.num_epochs=100 \
       training.rollout_every=100 training.checkpoint_every=5 training.val_every=5 \
-      > data/logs/can_base_e100_driver.log 2>&1 || { echo "can base failed"; return 1; }
+      > data/logs/can_base_e100_driver.log 2>&1 || { echo "can base failed"; touch data/logs/can_base.failed; return 1; }
   fi
   for seed in 1 2; do
     run docs/results/can/zprl_match/$seed can zprl $seed $CAN_BASE steering.res_scale=match_action_residual || return 1
@@ -59,7 +63,7 @@ lane1() {
 lane2() {
   run docs/results/lift/noise/1 lift noise 1 $LIFT_BASE || return 1
   run docs/results/lift/embedding_residual/1 lift embedding_residual 1 $LIFT_BASE || return 1
-  wait_for_can_base
+  wait_for_can_base || return 1
   for seed in 1 2; do
     run docs/results/can/action_residual/$seed can action_residual $seed $CAN_BASE || return 1
   done
