@@ -1,6 +1,7 @@
 """The statistics of a results page (the Student-t interval every "mean ± CI" uses) and its plain
-reading, computed from the runs so that it regenerates with them: is each ZPRL variant ahead of, behind, or indistinguishable from each other interface (and each interface
-from its base) at this budget, and about how many seeds per method would tell.
+reading, computed from the runs so that it regenerates with them: is each ZPRL variant ahead of,
+behind, or indistinguishable from each other interface (and each interface from its base) at this
+budget, and about how many seeds per method would tell.
 
 The rule is stated on the page: a difference counts only when its 95% interval over seeds excludes 0
 (Welch's interval between two methods; a one-sample t interval of the per-run gains over the base).

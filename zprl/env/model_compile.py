@@ -5,14 +5,14 @@ Two things make a worker's MuJoCo model expensive to keep:
 1. ``mujoco.MjModel.from_xml_string`` (robosuite's path) keeps the parsed XML of the last model
    loaded, for ``mj_saveLastXML``; with the Panda's meshes that is ~160 MB per process. Compiling
    through ``mujoco.MjSpec`` and dropping the spec gives the same model and frees it.
-2. A robosuite model carries two copies of each robot link: a coarse collision mesh (group 0) and a
-detailed visual mesh (group 1, no contacts). The Panda's visual meshes alone hold ~350k vertices;
-compiled with their bounding-volume trees they are the largest part of the model (70 MB of arrays
-for lift, 22 MB without them). A visual geom takes part in the physics only through the inertia the compiler infers from
-geoms, and robosuite's compiler setting ``inertiagrouprange="0 0"`` leaves group 1 out of that. So
-an env that never renders gets each such geom as a tiny sphere (same name, body, group and
-no-contact flags: robosuite's id lookups still find it) and the meshes nothing else uses are
-dropped.
+2. A robosuite model carries two copies of each robot link: a coarse collision mesh (group 0) and
+   a detailed visual mesh (group 1, no contacts). The Panda's visual meshes alone hold ~350k
+   vertices; compiled with their bounding-volume trees they are the largest part of the model
+   (70 MB of arrays for lift, 22 MB without them). A visual geom takes part in the physics only
+   through the inertia the compiler infers from geoms, and robosuite's compiler setting
+   ``inertiagrouprange="0 0"`` leaves group 1 out of that. So an env that never renders gets each
+   such geom as a tiny sphere (same name, body, group and no-contact flags: robosuite's id lookups
+   still find it) and the meshes nothing else uses are dropped.
 
 ``tests/test_model_compile.py`` checks that scripted grasps step bit for bit as with the full model;
 ``tests/test_robosuite_env.py`` that the env steps and renders as robomimic's ``EnvRobosuite``.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zprl.env.robomimic_env import prepare_env_meta
 from zprl.env.model_compile import robosuite_compiling
+from zprl.env.robomimic_env import prepare_env_meta
 
 
 def _render_gpu_device_id() -> int | None:
