@@ -21,7 +21,11 @@ def main(argv=None) -> int:
     p.add_argument("-n", "--n_episodes", type=int, default=100, help="test episodes, seeds from 100000")
     p.add_argument("--n_vis", type=int, default=10, help="episodes to record as mp4")
     p.add_argument("--n_envs", type=int, default=None, help="parallel env processes (default: CPU count)")
+    p.add_argument("--noise_scale", type=float, default=1.0,
+                   help="a probe: the flow starts from noise_scale * N(0, I) (default 1, as trained; 0: all zeros)")
     args = p.parse_args(argv)
+    if not args.noise_scale >= 0:
+        raise UserInputError(f"--noise_scale {args.noise_scale}: must be >= 0 (1: the base as trained, 0: a zero start)")
 
     from zprl.common.checkpoint import weights_sha256
     from zprl.policy.checkpoint import load_base_policy
@@ -37,8 +41,10 @@ def main(argv=None) -> int:
             raise UserInputError(f"-t {args.n_action_steps}: must be between 1 and {horizon_room} "
                                  f"(horizon {policy.horizon}, n_obs_steps {policy.n_obs_steps})")
         policy.n_action_steps = args.n_action_steps
+    policy.start_noise_scale = args.noise_scale
     log = evaluate(policy, cfg.task.env_runner, payload["state"]["env_meta"], args.output_dir, args.n_episodes,
                    n_vis=args.n_vis, extra={"checkpoint": args.checkpoint, "n_action_steps": policy.n_action_steps,
+                                            "noise_scale": args.noise_scale,
                                             # the online loop's base_policy_sha256: training.base_eval_log checks it
                                             "base_policy_sha256": weights_sha256(policy.state_dict())},
                    n_action_steps=policy.n_action_steps, n_envs=args.n_envs)

@@ -194,6 +194,8 @@ def test_eval_entry_points(tiny_base_ckpt, tmp_path):
             f"-d={missing_device()}")
     refused(lambda: eval_base.main(["-c", tiny_base_ckpt, "-o", out, "-d", "cpu", "-t", "17"]),
             "-t 17", "between 1 and 16")
+    refused(lambda: eval_base.main(["-c", tiny_base_ckpt, "-o", out, "-d", "cpu", "--noise_scale", "-1"]),
+            "--noise_scale -1.0", "must be >= 0")
     refused(lambda: eval_sum.main(["-c", tiny_base_ckpt, "-o", out, "-d", "cpu"]),
             "is not an online checkpoint", "eval_base.py")
     assert not os.path.exists(out)

@@ -45,6 +45,8 @@ def test_the_log_is_logged_as_the_step0_evaluation_and_the_run_is_unchanged(tiny
 def test_a_log_of_another_evaluation_is_refused(tiny_base_ckpt, base_eval_log, tmp_path):
     other = dict(json.load(open(base_eval_log)), base_policy_sha256="0" * 64)
     (tmp_path / "other.json").write_text(json.dumps(other))
+    probe = dict(json.load(open(base_eval_log)), noise_scale=0.0)  # eval_base.py --noise_scale 0
+    (tmp_path / "probe.json").write_text(json.dumps(probe))
     (tmp_path / "junk.json").write_text("[1, 2")
     (tmp_path / "list.json").write_text("[1, 2]")
     before = tree(tmp_path)
@@ -54,6 +56,9 @@ def test_a_log_of_another_evaluation_is_refused(tiny_base_ckpt, base_eval_log, t
     refused(online_run(tiny_base_ckpt, tmp_path / "run", **SAME_CUT,
                        **{"training.base_eval_log": str(tmp_path / "other.json")}),
             "base_policy_sha256 '0000", "rerun eval_base.py with this run's base")
+    refused(online_run(tiny_base_ckpt, tmp_path / "run", **SAME_CUT,
+                       **{"training.base_eval_log": str(tmp_path / "probe.json")}),
+            "noise_scale 0.0 (this run: 1.0)")
     refused(online_run(tiny_base_ckpt, tmp_path / "run", **{"training.base_eval_log": str(tmp_path / "nope.json")}),
             "nope.json: no such file")
     refused(online_run(tiny_base_ckpt, tmp_path / "run", **{"training.base_eval_log": str(tmp_path / "junk.json")}),

@@ -151,6 +151,23 @@ def test_predict_action_overrides():
         policy.predict_action(obs, noise=torch.zeros(4, 8, 3))
 
 
+def test_start_noise_scale_scales_the_drawn_start_only():
+    # eval_base.py --noise_scale: the flow starts from scale * N(0, I) when no noise is given
+    policy = low_dim_policy().eval()
+    obs = demo_batch(repeat=1)["obs"]
+    torch.manual_seed(3)
+    drawn = torch.randn(4, 16, 3)
+    for scale in (1.0, 0.5, 0.0):
+        policy.start_noise_scale = scale
+        torch.manual_seed(3)
+        got = policy.predict_action(obs)["action_pred"]
+        assert torch.equal(got, policy.predict_action(obs, noise=scale * drawn)["action_pred"]), scale
+    # a given noise is used as it is
+    assert torch.equal(policy.predict_action(obs, noise=drawn)["action_pred"],
+                       low_dim_policy().eval().predict_action(obs, noise=drawn)["action_pred"])
+    assert "start_noise_scale" not in str(policy.state_dict().keys())
+
+
 def test_executed_actions_follow_obs_steps():
     policy = low_dim_policy(n_obs_steps=2).eval()
     out = policy.predict_action(demo_batch(repeat=1, n_obs_steps=2)["obs"])

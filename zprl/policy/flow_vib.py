@@ -91,6 +91,9 @@ class FlowMatchVIBUnetImagePolicy(nn.Module):
             noise_scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=100, shift=1.0)
         self.flow = FlowMatchSampler(noise_scheduler, num_inference_steps)
         self.normalizer = LinearNormalizer()
+        # the flow's start is start_noise_scale * N(0, I) where no noise is given: 1 is the policy as
+        # trained; other values are a probe (eval_base.py --noise_scale), never stored in checkpoints
+        self.start_noise_scale = 1.0
 
     # ----------------------------------------------------------------- setup
     def set_normalizer(self, normalizer: LinearNormalizer) -> None:
@@ -122,6 +125,8 @@ class FlowMatchVIBUnetImagePolicy(nn.Module):
         shape = (cond.shape[0], self.horizon, self.action_dim)
         if noise is None:
             noise = torch.randn(shape, device=cond.device, dtype=cond.dtype)
+            if self.start_noise_scale != 1.0:
+                noise = self.start_noise_scale * noise
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         sample = self.flow.sample(self.model, noise, cond)

@@ -48,8 +48,9 @@ def check_base_fits_task(online_task, base_cfg, env_meta: dict, base_ckpt: str) 
 
 def read_base_eval_log(path: str, base_policy_sha256: str, evaluator, n_action_steps: int) -> dict:
     """eval_base.py's eval_log.json (training.base_eval_log), checked to be the evaluation the online
-    loop would run at step 0: the same weights, seeds, episode count, episode cut, chunk length and
-    env processes (eval_base.py --n_envs: each batch of episodes seeds the base's flow noise).
+    loop would run at step 0: the same weights, seeds, episode count, episode cut, chunk length, env
+    processes (eval_base.py --n_envs: each batch of episodes seeds the base's flow noise) and the
+    base's own N(0, I) flow start (not an eval_base.py --noise_scale probe).
     Then the loop logs it as that evaluation instead of rolling the base out a second time."""
     import json
     import os
@@ -73,6 +74,8 @@ def read_base_eval_log(path: str, base_policy_sha256: str, evaluator, n_action_s
     want = {"base_policy_sha256": base_policy_sha256, "n_episodes": n,
             "test_start_seed": int(evaluator.test_start_seed), "max_steps": int(evaluator.max_steps),
             "n_action_steps": int(n_action_steps), "n_envs": effective_n_envs(evaluator.n_envs, n)}
+    got = {"noise_scale": 1.0, **got}  # logs from before eval_base.py --noise_scale started from N(0, I)
+    want["noise_scale"] = 1.0
     diff = [f"{k} {got.get(k)!r} (this run: {v!r})" for k, v in want.items() if got.get(k) != v]
     if diff:
         raise UserInputError(f"{key} is not the evaluation this run would make at step 0: {'; '.join(diff)}; "
