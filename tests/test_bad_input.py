@@ -10,7 +10,6 @@ image shapes, ...) are also covered one by one at the dataset level in test_data
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 
