@@ -124,9 +124,8 @@ class FlowMatchVIBUnetImagePolicy(nn.Module):
         """Condition (B, Do) -> {"action": executed steps, "action_pred": whole horizon}, unnormalized."""
         shape = (cond.shape[0], self.horizon, self.action_dim)
         if noise is None:
-            noise = torch.randn(shape, device=cond.device, dtype=cond.dtype)
-            if self.start_noise_scale != 1.0:
-                noise = self.start_noise_scale * noise
+            # scaling by 1.0 is exact: the policy as trained draws the same bits
+            noise = self.start_noise_scale * torch.randn(shape, device=cond.device, dtype=cond.dtype)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         sample = self.flow.sample(self.model, noise, cond)

@@ -73,9 +73,9 @@ def read_base_eval_log(path: str, base_policy_sha256: str, evaluator, n_action_s
     n = int(evaluator.n_test)
     want = {"base_policy_sha256": base_policy_sha256, "n_episodes": n,
             "test_start_seed": int(evaluator.test_start_seed), "max_steps": int(evaluator.max_steps),
-            "n_action_steps": int(n_action_steps), "n_envs": effective_n_envs(evaluator.n_envs, n)}
-    got = {"noise_scale": 1.0, **got}  # logs from before eval_base.py --noise_scale started from N(0, I)
-    want["noise_scale"] = 1.0
+            "n_action_steps": int(n_action_steps), "n_envs": effective_n_envs(evaluator.n_envs, n),
+            "noise_scale": 1.0}
+    got = {"noise_scale": 1.0, **got}  # logs written before eval_base.py --noise_scale started from N(0, I)
     diff = [f"{k} {got.get(k)!r} (this run: {v!r})" for k, v in want.items() if got.get(k) != v]
     if diff:
         raise UserInputError(f"{key} is not the evaluation this run would make at step 0: {'; '.join(diff)}; "
