@@ -86,3 +86,10 @@ def test_bench_sac_update_quick():
     assert [r[0] for r in table_rows(lines, "reference") + table_rows(lines, "current")] == ["reference", "current"]
     (drift,) = [line for line in lines if line.startswith("max |Q_current - Q_reference|")]
     assert float(drift.split(": ")[1]) == 0.0
+
+
+def test_bench_cpu_train_quick():
+    lines = run_quick("bench_cpu_train.py", "--reps", "1")
+    assert lines[-1].startswith("headline: demo_train_step_speedup=")
+    assert [r[1] for r in table_rows(lines, "demo [32,64,128]")] == [
+        "train step", "forward + backward", "AdamW step", "chunk, 1 obs", "chunk, 20 obs"]

@@ -9,6 +9,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from zprl.model.mish import Mish
+
 
 class SinusoidalEmbedding(nn.Module):
     """Fixed sin/cos features of a (possibly fractional) step number, periods from 1 to ~10000 steps."""
@@ -31,7 +33,7 @@ class ConvNormAct(nn.Sequential):
         super().__init__(
             nn.Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2),
             nn.GroupNorm(n_groups, out_ch),
-            nn.Mish(),
+            Mish(),
         )
 
 
@@ -42,7 +44,7 @@ class FiLMResBlock(nn.Module):
         super().__init__()
         self.conv_in = ConvNormAct(in_ch, out_ch, kernel_size, n_groups)
         self.conv_out = ConvNormAct(out_ch, out_ch, kernel_size, n_groups)
-        self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * out_ch))
+        self.film = nn.Sequential(Mish(), nn.Linear(cond_dim, 2 * out_ch))
         self.skip = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -76,7 +78,7 @@ class ConditionalUnet1D(nn.Module):
         self.num_levels = len(down_dims)
         e = diffusion_step_embed_dim
         self.step_encoder = nn.Sequential(
-            SinusoidalEmbedding(e), nn.Linear(e, 4 * e), nn.Mish(), nn.Linear(4 * e, e)
+            SinusoidalEmbedding(e), nn.Linear(e, 4 * e), Mish(), nn.Linear(4 * e, e)
         )
         cond_dim = e + global_cond_dim
 
