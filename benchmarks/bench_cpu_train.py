@@ -22,7 +22,7 @@ import hydra
 import torch
 from builders import build_policy, random_obs
 from omegaconf import OmegaConf
-from timing import base_parser, interleaved, markdown_table, median, print_headline, setup, spread
+from timing import base_parser, interleaved, markdown_table, median, print_headline, setup, spread, time_calls
 
 from zprl.model.mish import Mish
 
@@ -37,11 +37,7 @@ def with_torch_mish(policy):
 
 
 def cpu_time_calls(fn, n: int) -> float:
-    """CPU seconds per call of ``fn`` (this process, all its threads) over ``n`` calls."""
-    t0 = time.process_time()
-    for _ in range(n):
-        fn()
-    return (time.process_time() - t0) / n
+    return time_calls(fn, n, torch.device("cpu"), clock=time.process_time)
 
 
 def variants(policy, cfg, fused: bool, batch: int, calls: int) -> dict:

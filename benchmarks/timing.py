@@ -44,14 +44,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(fn: Callable[[], object], n: int, device: torch.device) -> float:
-    """Seconds per call of ``fn`` over ``n`` back-to-back calls."""
+def time_calls(fn: Callable[[], object], n: int, device: torch.device,
+               clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds per call of ``fn`` over ``n`` back-to-back calls, by ``clock`` (wall time by default;
+    ``time.process_time`` counts this process's CPU time, for single-threaded work on a shared machine)."""
     synchronize(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(n):
         fn()
     synchronize(device)
-    return (time.perf_counter() - t0) / n
+    return (clock() - t0) / n
 
 
 def interleaved(variants: dict[str, Callable[[], float]], reps: int, warmup: bool = True) -> dict[str, list[float]]:

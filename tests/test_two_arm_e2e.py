@@ -25,7 +25,7 @@ def _transport_file(tmp_path_factory, obs: str) -> str:
     return str(d / "abs.hdf5")
 
 
-def _pipeline(dataset: str, task: str, online_task: str, tmp_path, extra_offline=None):
+def _assert_pipeline(dataset: str, task: str, online_task: str, tmp_path, extra_offline=None):
     import eval_base
     import eval_sum
     from zprl.common.checkpoint import load_checkpoint
@@ -65,10 +65,10 @@ def _pipeline(dataset: str, task: str, online_task: str, tmp_path, extra_offline
 
 
 def test_two_arm_lowdim_e2e(tmp_path_factory, tmp_path):
-    _pipeline(_transport_file(tmp_path_factory, "low_dim"), "transport_lowdim_abs", "transport_lowdim_abs", tmp_path)
+    _assert_pipeline(_transport_file(tmp_path_factory, "low_dim"), "transport_lowdim_abs", "transport_lowdim_abs", tmp_path)
 
 
 def test_two_arm_image_e2e(tmp_path_factory, tmp_path):
     # four 84x84 cameras, as robomimic's transport image files have them
-    _pipeline(_transport_file(tmp_path_factory, "image"), "transport_image_abs", "transport_image_abs", tmp_path,
+    _assert_pipeline(_transport_file(tmp_path_factory, "image"), "transport_image_abs", "transport_image_abs", tmp_path,
               extra_offline={"dataloader.batch_size": 8, "val_dataloader.batch_size": 8})
