@@ -12,12 +12,13 @@ export PYOPENGL_PLATFORM ?= egl
 
 install: $(STAMP)
 
-# Re-installs whenever the pins change.
+# Re-installs whenever the pins change. --no-cache-dir: torch's CUDA wheels are ~3 GB; cached beside
+# the ~5.5 GB they install to, they filled a CI machine's disk (no space left on device).
 $(STAMP): requirements.txt requirements-lock.txt pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt -c requirements-lock.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --no-cache-dir -r requirements.txt -c requirements-lock.txt
+	$(PY) -m pip install --quiet --no-cache-dir --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 # Headless OpenGL (EGL on Mesa, OSMesa as fallback) and ffmpeg's runtime for robosuite rendering.
