@@ -50,3 +50,14 @@ def test_unet_uses_it_and_its_state_dict_is_unchanged():
     assert not any(isinstance(m, torch.nn.Mish) for m in net.modules())
     assert any(isinstance(m, Mish) for m in net.modules())
     assert not list(Mish().state_dict())  # nothing saved: checkpoints from nn.Mish days load as they are
+
+
+def test_cpu_form_off_is_torchs_kernel_bit_for_bit():
+    # policy.cpu_mish=false: rebuilding a base trained with nn.Mish needs PyTorch's own rounding
+    x = _values(torch.float32)
+    assert torch.equal(Mish(cpu_form=False)(x), F.mish(x))
+    assert not torch.equal(Mish()(x), F.mish(x))  # the CPU form rounds differently somewhere
+    net = ConditionalUnet1D(input_dim=4, global_cond_dim=8, diffusion_step_embed_dim=16, down_dims=(16, 32),
+                            cpu_mish=False)
+    acts = [m for m in net.modules() if isinstance(m, Mish)]
+    assert acts and not any(m.cpu_form for m in acts)

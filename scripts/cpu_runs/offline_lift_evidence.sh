@@ -6,6 +6,8 @@
 # noises (the demo's base 61 mm; scripts/base_noise_spread.py), so it is closer to the
 # near-deterministic base the method assumes.
 #   usage: scripts/cpu_runs/offline_lift_evidence.sh [OUT_DIR]      (~40 min on 2 busy cores)
+# PyTorch's Mish and AdamW's per-tensor loop (policy.cpu_mish=false optimizer.fused=false): the rounding
+# base B was built with before the faster CPU forms existed (same functions, other bits; docs/cpu_runs.md).
 # Output: OUT_DIR (default data/peer_check, where benchmarks/peer_check_bc.py keeps it)/ours_lr1e-3/
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,7 +25,7 @@ fi
 $PY train.py --config-name=train_flow_match_vib_unet_image_workspace task=lift_lowdim_abs \
   task.dataset_path="$OUT/lift_mh_low_dim_abs.hdf5" task.dataset.val_ratio=0 training.device=cpu \
   training.num_threads=1 training.seed=0 task.dataset.seed=0 exp_name=peer_check logging.mode=disabled \
-  policy.down_dims=[32,64,128] dataloader.batch_size=100 val_dataloader.batch_size=100 optimizer.lr=1e-3 \
+  policy.down_dims=[32,64,128] policy.cpu_mish=false optimizer.fused=false dataloader.batch_size=100 val_dataloader.batch_size=100 optimizer.lr=1e-3 \
   training.lr_warmup_steps=50 training.num_epochs=100 training.max_train_steps=30 training.rollout_every=100 \
   training.checkpoint_every=100 training.val_every=100 task.obs_encoder.hidden_dims=[256,256] \
   dataloader.num_workers=0 val_dataloader.num_workers=0 dataloader.pin_memory=false val_dataloader.pin_memory=false \

@@ -48,7 +48,18 @@ def mish(x: torch.Tensor) -> torch.Tensor:
 
 
 class Mish(nn.Module):
-    """Drop-in for ``nn.Mish`` (no parameters or buffers, so checkpoints are unchanged)."""
+    """Drop-in for ``nn.Mish`` (no parameters or buffers, so checkpoints are unchanged).
+
+    ``cpu_form=False`` always uses PyTorch's kernel: the rounding every base trained before the CPU
+    form existed was built with, so such a base can be rebuilt bit for bit (policy.cpu_mish=false).
+    """
+
+    def __init__(self, cpu_form: bool = True):
+        super().__init__()
+        self.cpu_form = bool(cpu_form)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return mish(x)
+        return mish(x) if self.cpu_form else F.mish(x)
+
+    def extra_repr(self) -> str:
+        return "" if self.cpu_form else "cpu_form=False"

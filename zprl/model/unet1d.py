@@ -29,22 +29,23 @@ class SinusoidalEmbedding(nn.Module):
 
 
 class ConvNormAct(nn.Sequential):
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, n_groups: int):
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, n_groups: int, cpu_mish: bool = True):
         super().__init__(
             nn.Conv1d(in_ch, out_ch, kernel_size, padding=kernel_size // 2),
             nn.GroupNorm(n_groups, out_ch),
-            Mish(),
+            Mish(cpu_mish),
         )
 
 
 class FiLMResBlock(nn.Module):
     """Two conv layers; the conditioning vector sets a per-channel scale and bias between them."""
 
-    def __init__(self, in_ch: int, out_ch: int, cond_dim: int, kernel_size: int, n_groups: int):
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int, kernel_size: int, n_groups: int,
+                 cpu_mish: bool = True):
         super().__init__()
-        self.conv_in = ConvNormAct(in_ch, out_ch, kernel_size, n_groups)
-        self.conv_out = ConvNormAct(out_ch, out_ch, kernel_size, n_groups)
-        self.film = nn.Sequential(Mish(), nn.Linear(cond_dim, 2 * out_ch))
+        self.conv_in = ConvNormAct(in_ch, out_ch, kernel_size, n_groups, cpu_mish)
+        self.conv_out = ConvNormAct(out_ch, out_ch, kernel_size, n_groups, cpu_mish)
+        self.film = nn.Sequential(Mish(cpu_mish), nn.Linear(cond_dim, 2 * out_ch))
         self.skip = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -59,7 +60,8 @@ class ConditionalUnet1D(nn.Module):
 
     Each resolution level has two FiLM residual blocks; the time axis halves between encoder levels
     (so T must be divisible by 2 ** (len(down_dims) - 1)) and doubles back in the decoder, which
-    concatenates the matching encoder features (skip connections).
+    concatenates the matching encoder features (skip connections). ``cpu_mish``: zprl's CPU form of
+    Mish (zprl/model/mish.py); False uses PyTorch's kernel everywhere.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class ConditionalUnet1D(nn.Module):
         down_dims: Sequence[int] = (128, 256, 512),
         kernel_size: int = 5,
         n_groups: int = 8,
+        cpu_mish: bool = True,
     ):
         super().__init__()
         down_dims = list(down_dims)
@@ -78,12 +81,12 @@ class ConditionalUnet1D(nn.Module):
         self.num_levels = len(down_dims)
         e = diffusion_step_embed_dim
         self.step_encoder = nn.Sequential(
-            SinusoidalEmbedding(e), nn.Linear(e, 4 * e), Mish(), nn.Linear(4 * e, e)
+            SinusoidalEmbedding(e), nn.Linear(e, 4 * e), Mish(cpu_mish), nn.Linear(4 * e, e)
         )
         cond_dim = e + global_cond_dim
 
         def block(i, o):
-            return FiLMResBlock(i, o, cond_dim, kernel_size, n_groups)
+            return FiLMResBlock(i, o, cond_dim, kernel_size, n_groups, cpu_mish)
 
         widths = [input_dim] + down_dims
         self.down = nn.ModuleList()
@@ -105,7 +108,7 @@ class ConditionalUnet1D(nn.Module):
                 block(c_skip, c_skip),
             ]))
         self.head = nn.Sequential(
-            ConvNormAct(down_dims[0], down_dims[0], kernel_size, n_groups),
+            ConvNormAct(down_dims[0], down_dims[0], kernel_size, n_groups, cpu_mish),
             nn.Conv1d(down_dims[0], input_dim, 1),
         )
 

@@ -38,6 +38,7 @@ class FlowMatchVIBUnetImagePolicy(nn.Module):
         diffusion_step_embed_dim: int = 128,
         kernel_size: int = 5,
         n_groups: int = 8,
+        cpu_mish: bool = True,
         vib_latent_dim: int = 16,
         vib_beta: float = 2e-4,
         vib_recon: float = 0.01,
@@ -81,6 +82,7 @@ class FlowMatchVIBUnetImagePolicy(nn.Module):
             down_dims=down_dims,
             kernel_size=kernel_size,
             n_groups=n_groups,
+            cpu_mish=cpu_mish,
         )
         if self.use_vib:
             self.vib_encoder = VIBEncoder(obs_dim, vib_latent_dim)
