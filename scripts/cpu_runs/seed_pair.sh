@@ -12,7 +12,9 @@
 # Check the new runs' base_policy.sha256 against the committed ones before pooling: the report refuses
 # other bases. Interrupted (a session's end)? Run the same command again on a machine that kept data/: each
 # run continues exactly from its latest checkpoint (training.resume=true; a run without one starts afresh).
-#   usage: scripts/cpu_runs/seed_pair.sh TASK SEED      (logs: data/logs/TASK_pair_SEED_{zprl,ar}.log)
+# The authors' full SAC settings for 50k env steps (the issue's check of the CPU-sized setting):
+#   CRITICS=10 UTD=5 AGENT_STEPS=12500 RESULTS=docs/results/lift_utd5 scripts/cpu_runs/seed_pair.sh lift 1
+#   usage: scripts/cpu_runs/seed_pair.sh TASK SEED      (logs: data/logs/TASK_pair_SEED_c10u1_{zprl,ar}.log)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TASK=$1; SEED=$2
@@ -22,27 +24,28 @@ case $TASK in
   lift)
     BASE=data/peer_check/ours_lr1e-3/checkpoints/latest.ckpt
     [ -f "$BASE" ] || bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base.log 2>&1
-    LAM=0.8; ZNAME=zprl_lambda0.8; ZRUN=zprl_lam08_c10u1 ;;
+    LAM=0.8; ZNAME=zprl_lambda0.8; ZRUN=zprl_lam08 ;;
   can)
     BASE_RUN=data/runs/offline_can_lowdim_lr1e-3_e100
     BASE=$BASE_RUN/checkpoints/latest.ckpt
     [ -f "${BASE_RUN}_eval/eval_log.json" ] || RUN=$BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 \
       training.num_epochs=100 training.rollout_every=100 training.checkpoint_every=5 training.val_every=5 \
       > data/logs/can_base_e100_driver.log 2>&1
-    LAM=match_action_residual; ZNAME=zprl_match; ZRUN=zprl_match_c10u1 ;;
+    LAM=match_action_residual; ZNAME=zprl_match; ZRUN=zprl_match ;;
   *) echo "seed_pair.sh: unknown task '$TASK' (lift or can)" >&2; exit 2 ;;
 esac
-Z=data/runs/evidence/$TASK/$ZRUN/$SEED
-A=data/runs/evidence/$TASK/action_residual_c10u1/$SEED
+SAC=c${CRITICS:-10}u${UTD:-1}  # evidence.sh's defaults: 10 critics x UTD 1
+Z=data/runs/evidence/$TASK/${ZRUN}_$SAC/$SEED
+A=data/runs/evidence/$TASK/action_residual_$SAC/$SEED
 OUT=$Z bash scripts/cpu_runs/evidence.sh "$TASK" zprl "$SEED" "$BASE" steering.res_scale=$LAM training.resume=true \
-  >> "data/logs/${TASK}_pair_${SEED}_zprl.log" 2>&1 &
+  >> "data/logs/${TASK}_pair_${SEED}_${SAC}_zprl.log" 2>&1 &
 PZ=$!
 OUT=$A bash scripts/cpu_runs/evidence.sh "$TASK" action_residual "$SEED" "$BASE" training.resume=true \
-  >> "data/logs/${TASK}_pair_${SEED}_ar.log" 2>&1 &
+  >> "data/logs/${TASK}_pair_${SEED}_${SAC}_ar.log" 2>&1 &
 PA=$!
 RC=0; wait $PZ || RC=$?; wait $PA || RC=$?
 if [ "$RC" != 0 ]; then
-  echo "seed_pair.sh: a run stopped with exit status $RC (data/logs/${TASK}_pair_${SEED}_*.log); nothing collected" >&2
+  echo "seed_pair.sh: a run stopped with exit status $RC (data/logs/${TASK}_pair_${SEED}_${SAC}_*.log); nothing collected" >&2
   exit "$RC"
 fi
 bash scripts/cpu_runs/collect_results.sh "$Z" "$RESULTS/$ZNAME/$SEED"
