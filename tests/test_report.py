@@ -389,3 +389,24 @@ def test_reading_states_ahead_behind_or_indistinguishable_with_its_numbers(tmp_p
     assert list(single) == ["zprl", "action_residual"]
     one = (tmp_path / "one" / "report.md").read_text()
     assert "| zprl − action_residual | 1 vs 1 | +0.300 (no interval) | too few seeds for an interval |" in one
+
+
+def test_max_env_steps_reads_runs_up_to_one_budget(tmp_path, base_file, capsys):
+    long = make_run(tmp_path / "runs", "zprl_long", "zprl", 0, [0.2, 0.5, 0.8, 1.0], base_file,
+                    steps=(0, 400, 800, 1200))
+    short = make_run(tmp_path / "runs", "ar_short", "action_residual", 0, [0.2, 0.3, 0.6], base_file)
+    cut = load_run(long, max_env_steps=800)
+    assert list(cut.steps) == [0, 400, 800] and cut.budget == 800 and cut.last_success == 0.8
+    assert cut.steps_to_eval(0.9) is None  # reached at 1,200 only: past the budget
+    assert load_run(long).steps_to_eval(0.9) == 1200
+    out = str(tmp_path / "out")
+    assert main([long, short, "-o", out, "--max-env-steps", "800"]) == 0
+    text = open(os.path.join(out, "report.md")).read()
+    assert "read up to 800 env steps" in text and "not reached (budget 800 env steps)" in text
+    # without the cut the long run's 1,200-step evaluation counts
+    assert main([long, short, "-o", str(tmp_path / "full")]) == 0
+    assert "read up to" not in open(os.path.join(tmp_path, "full", "report.md")).read()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(main, [long, "-o", out, "--max-env-steps", "-5"])
+    assert exit_.value.code == 2 and "--max-env-steps -5" in capsys.readouterr().err

@@ -1,13 +1,14 @@
 """Compare online runs by steering method: the authors' summary protocol, tables and one curve.
 
-    python -m zprl.report RUN_DIR [RUN_DIR ...] -o OUT [--name NAME]
+    python -m zprl.report RUN_DIR [RUN_DIR ...] -o OUT [--name NAME] [--max-env-steps N]
 
 A RUN_DIR is an online run directory (``.hydra/``, ``logs.json.txt``, ``checkpoints/``) or a Hydra
 sweep directory whose sub-directories are runs. Writes ``OUT/NAME.md`` and
 ``OUT/NAME_success_vs_env_steps.png`` (``report.md`` and ``success_vs_env_steps.png`` by default).
 Runs must share the task, the evaluation seeds (``online_task.eval_start_seed``,
 ``online_task.n_eval_episodes``) and the base checkpoint; otherwise nothing is written and one line
-names the run and the field that differs. The output depends on the logs only (no dates, fixed
+names the run and the field that differs. ``--max-env-steps N`` reads every run as if it had stopped at
+N env steps (a partial run beside finished ones, compared over one budget). The output depends on the logs only (no dates, fixed
 ordering and number formats): the same logs regenerate the same bytes.
 
 Definitions (also printed in the report, see DEFINITIONS):
@@ -188,12 +189,14 @@ DEFINITIONS = [
 ]
 
 
-def render_markdown(runs: list[Run], summary: dict, plot_name: str) -> str:
+def render_markdown(runs: list[Run], summary: dict, plot_name: str, max_env_steps: int | None = None) -> str:
     ident = runs[0].identity
     start, n_eps = ident["online_task.eval_start_seed"], ident["online_task.n_eval_episodes"]
+    cut = ("" if max_env_steps is None else
+           f" Every run is read up to {max_env_steps:,} env steps (`--max-env-steps`): what it logged later is left out.")
     lines = [f"# Steering comparison: {ident['online_task.name']}", "",
              f"{len(runs)} runs; evaluation on seeds {start}..{start + n_eps - 1} ({n_eps} episodes per evaluation); "
-             f"base checkpoint {ident['base checkpoint']}.", "",
+             f"base checkpoint {ident['base checkpoint']}.{cut}", "",
              f"| method | seeds | final success (mean of last {FINAL_EVALS} evals, mean ± 95% CI) | last evaluation | "
              "AUC | base success | env steps | wall time per run | CPU share (cores) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -248,8 +251,8 @@ def render_markdown(runs: list[Run], summary: dict, plot_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dirs, out_dir: str, name: str = "report") -> dict:
-    runs = [load_run(d) for d in expand_run_dirs(run_dirs)]
+def write_report(run_dirs, out_dir: str, name: str = "report", max_env_steps: int | None = None) -> dict:
+    runs = [load_run(d, max_env_steps) for d in expand_run_dirs(run_dirs)]
     check_comparable(runs)  # refuse before anything is written
     label_variants(runs)
     from zprl.report_plot import plot_success_curves
@@ -260,7 +263,7 @@ def write_report(run_dirs, out_dir: str, name: str = "report") -> dict:
     plot_success_curves(group_by_method(runs), os.path.join(out_dir, plot_name),
                         title=f"{runs[0].identity['online_task.name']}: eval success vs env steps")
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
-        f.write(render_markdown(runs, summary, plot_name))
+        f.write(render_markdown(runs, summary, plot_name, max_env_steps))
     return summary
 
 
@@ -270,10 +273,14 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--output", required=True, help="where report.md and success_vs_env_steps.png go")
     p.add_argument("--name", default="report",
                    help="file stem: NAME.md and NAME_success_vs_env_steps.png (default: report.md, success_vs_env_steps.png)")
+    p.add_argument("--max-env-steps", type=int, default=None, metavar="N",
+                   help="read every run only up to N env steps (compare runs of different lengths over one budget)")
     args = p.parse_args(argv)
+    if args.max_env_steps is not None and args.max_env_steps < 0:
+        raise UserInputError(f"--max-env-steps {args.max_env_steps}: give a budget of 0 or more env steps")
     if not args.name or os.sep in args.name or args.name.endswith(".md"):
         raise UserInputError(f"--name {args.name!r}: give a bare file stem such as 'results' (no directory, no .md)")
-    summary = write_report(args.run_dirs, args.output, args.name)
+    summary = write_report(args.run_dirs, args.output, args.name, args.max_env_steps)
     for method, row in summary.items():
         print(f"{method}: {row['n']} seed{'s' if row['n'] > 1 else ''}, final success (last {FINAL_EVALS} evals) "
               f"{_pm(row['final_success'])}, AUC {_pm(row['auc'])}")

@@ -233,7 +233,9 @@ def _float(r: dict, key: str) -> float:
     return float("nan") if v is None else float(v)
 
 
-def load_run(run_dir: str) -> Run:
+def load_run(run_dir: str, max_env_steps: int | None = None) -> Run:
+    """``max_env_steps``: read the run as if it had stopped there (records after it left out), so runs
+    of different lengths, a partial one among them, are compared over one budget."""
     from zprl.common.logging import read_json_lines
 
     cfg, state = _config_and_state(run_dir)
@@ -241,6 +243,8 @@ def load_run(run_dir: str) -> Run:
     identity = {"online_task.name": str(o.name), "online_task.eval_start_seed": int(o.eval_start_seed),
                 "online_task.n_eval_episodes": int(o.n_eval_episodes), "base checkpoint": _base_identity(run_dir, cfg, state)}
     records = read_json_lines(os.path.join(run_dir, "logs.json.txt"))
+    if max_env_steps is not None:
+        records = [r for r in records if int(r.get("env_steps", 0)) <= max_env_steps]
     evals, last100 = {}, {}
     for r in records:  # a later record at the same env step wins (e.g. after a resume)
         if "eval/success_rate" in r:
