@@ -93,3 +93,12 @@ def test_bench_cpu_train_quick():
     assert lines[-1].startswith("headline: demo_train_step_speedup=")
     assert [r[1] for r in table_rows(lines, "demo [32,64,128]")] == [
         "train step", "forward + backward", "AdamW step", "chunk, 1 obs", "chunk, 20 obs"]
+
+
+def test_bench_threads_quick():
+    lines = run_quick("bench_threads.py")
+    assert lines[-1].startswith("headline: two_passive_over_one_thread=")
+    rows = {r[0]: r for r in (table_rows(lines, "1 thread") + table_rows(lines, "2 threads, PASSIVE")
+                              + table_rows(lines, "2 threads, default") + table_rows(lines, "2 threads, ACTIVE"))}
+    assert sorted(rows) == ["1 thread", "2 threads, ACTIVE", "2 threads, PASSIVE", "2 threads, default"]
+    assert rows["1 thread"][3] == "1"  # the reference's speed-up over itself

@@ -23,7 +23,10 @@ class DemoPlan:
     batch_size: int = 128
     lr: float = 1e-3          # 3e-4 scored 0.38 and 1e-3 0.60 at the same 3,000 steps (docs/peer_check.md)
     num_epochs: int = 80
-    offline_threads: int = 2  # ~1.4x faster on 2 idle cores; the stage runs alone (see _run's OMP_WAIT_POLICY)
+    # One torch thread: the choice that is never slow. Two threads with sleeping idle threads (_run's
+    # OMP_WAIT_POLICY=PASSIVE) were 1.4x faster on one 2-core machine and 0.73x on another; spinning ones
+    # 1.56x on idle cores but 0.33x beside one busy core (benchmarks/bench_threads.py, docs/performance.md).
+    offline_threads: int = 1
     max_train_steps: int | None = None  # per epoch; None = the whole dataset
     checkpoint_every: int = 10          # epochs; what an interrupted run resumes from
     encoder_dims: tuple = (256, 256)

@@ -4,10 +4,12 @@
 # interrupted one continues from its last checkpoint (training.resume=true), a finished one is collected.
 #   lane 1: can base (scripts/cpu_runs/can_base.sh, 100 epochs at lr 1e-3) -> can ZPRL seeds 1, 2
 #           -> lift ZPRL at the authors' SAC settings (10 critics x UTD 5, 12,500 agent steps = 50k env steps)
-#   lane 2: lift noise steering seed 1 -> lift embedding residual seed 1 -> can action residual seeds 1, 2
-#           (each waits for lane 1's can base) -> lift action residual at 10 critics x UTD 5
-# Lift seed 3 of ZPRL and the action residual: scripts/cpu_runs/seed_pair.sh lift 3 (run it first).
+#   lane 2: the lift base (base B, scripts/cpu_runs/offline_lift_evidence.sh) if it is missing -> lift
+#           action residual at 10 critics x UTD 5 (the pair's second half) -> lift noise steering seed 1 ->
+#           lift embedding residual seed 1 -> can action residual seeds 1, 2 (each waits for lane 1's can base)
+# (Lift seeds 1-3 of ZPRL and the action residual at UTD 1: scripts/cpu_runs/seed_pair.sh lift SEED.)
 #   usage: scripts/cpu_runs/evidence_queue.sh        (logs: data/logs/queue_lane{1,2}.log and one per run)
+#          LANES=2 scripts/cpu_runs/evidence_queue.sh   (one lane, leaving a core for other work)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p data/logs
@@ -60,19 +62,35 @@ lane1() {
     steering.res_scale=0.8
 }
 
+lift_base() {  # base B, rebuilt where a new machine lost it; its weights must be the committed runs' base
+  if [ ! -f "$LIFT_BASE" ]; then
+    echo "$(date +%T) lift base: $LIFT_BASE"
+    bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base_b.log 2>&1 || { echo "lift base failed"; return 1; }
+  fi
+  local sha want
+  sha=$(.venv/bin/python -c "import sys; from zprl.common.checkpoint import load_checkpoint, weights_sha256
+print(weights_sha256(load_checkpoint(sys.argv[1])['state']['ema_model']))" "$LIFT_BASE")
+  want=$(cat docs/results/lift/zprl_lambda0.8/1/base_policy.sha256)
+  [ "$sha" = "$want" ] || echo "$(date +%T) WARNING: lift base weights sha256 $sha, the committed lift runs' is $want"
+}
+
 lane2() {
+  lift_base || return 1
+  CRITICS=10 UTD=5 AGENT_STEPS=12500 run docs/results/lift_utd5/action_residual/1 lift action_residual 1 $LIFT_BASE \
+    || return 1
   run docs/results/lift/noise/1 lift noise 1 $LIFT_BASE || return 1
   run docs/results/lift/embedding_residual/1 lift embedding_residual 1 $LIFT_BASE || return 1
   wait_for_can_base || return 1
   for seed in 1 2; do
     run docs/results/can/action_residual/$seed can action_residual $seed $CAN_BASE || return 1
   done
-  CRITICS=10 UTD=5 AGENT_STEPS=12500 run docs/results/lift_utd5/action_residual/1 lift action_residual 1 $LIFT_BASE
 }
 
-lane1 >> data/logs/queue_lane1.log 2>&1 &
-L1=$!
-lane2 >> data/logs/queue_lane2.log 2>&1 &
-L2=$!
-RC=0; wait $L1 || RC=$?; wait $L2 || RC=$?
+pids=()
+for lane in ${LANES:-1 2}; do
+  lane$lane >> "data/logs/queue_lane$lane.log" 2>&1 &
+  pids+=($!)
+done
+RC=0
+for pid in "${pids[@]}"; do wait "$pid" || RC=$?; done
 exit $RC
