@@ -7,7 +7,8 @@
 # recipe: the evaluation code was ruled out by evaluating the new base with the old code, episode by
 # episode identical). On that AVX2 machine these pins change nothing (the pinned rebuild made the same
 # demos and the same weights, sha256 703181020ae4...), so runs made there unpinned count as pinned runs.
-# Whether an AVX-512 machine then reproduces them bit for bit is not yet verified;
-# MuJoCo has no such switch.
+# An AVX-512 machine does not always reproduce them: on an Intel Xeon (2026-12-07) the pinned rebuild of
+# that base made other weights (sha256 064559da..., 0.60 on the held-out seeds; whether its demos or its
+# training differ first is not known); MuJoCo has no such switch.
 export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 export NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
