@@ -12,3 +12,7 @@
 # training differ first is not known); MuJoCo has no such switch.
 export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 export NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
+# ZPRL_PIN_ISA=0 lifts the pins for one command: on an AVX-512 machine a SAC update at the authors' settings
+# ran 1.65x faster unpinned (docs/performance.md, "SAC update at the authors' settings"); its numbers are then
+# that machine's own.
+if [ "${ZPRL_PIN_ISA:-1}" = 0 ]; then unset ATEN_CPU_CAPABILITY MKL_CBWR ONEDNN_MAX_CPU_ISA NPY_DISABLE_CPU_FEATURES; fi
