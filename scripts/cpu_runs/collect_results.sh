@@ -1,7 +1,7 @@
 #!/bin/bash
 # Copy one online run's small raw logs into the repository so results pages regenerate from it alone:
-# logs.json.txt, .hydra/config.yaml, base_policy.sha256 (the base's weights, which the page names) and any
-# diagnostics_*.json (never checkpoints or videos).
+# logs.json.txt, .hydra/config.yaml, base_policy.sha256 (the base's weights, which the page names),
+# machine.json (the CPU and kernel pins of each start) and any diagnostics_*.json (never checkpoints or videos).
 #   usage: scripts/cpu_runs/collect_results.sh RUN_DIR DEST_DIR
 #   e.g.   scripts/cpu_runs/collect_results.sh data/runs/evidence/lift/zprl_c10u1/0 docs/results/lift/zprl_lambda0.8/3
 #   then   python -m zprl.report docs/results/lift/* -o docs --name results_lift
@@ -14,5 +14,5 @@ mkdir -p "$DEST/.hydra"
 cp "$RUN/logs.json.txt" "$DEST/"
 cp "$RUN/.hydra/config.yaml" "$DEST/.hydra/"
 shopt -s nullglob
-for f in "$RUN"/base_policy.sha256 "$RUN"/diagnostics_*.json; do cp "$f" "$DEST/"; done
+for f in "$RUN"/base_policy.sha256 "$RUN"/machine.json "$RUN"/diagnostics_*.json; do cp "$f" "$DEST/"; done
 echo "-> $DEST ($(wc -l < "$DEST/logs.json.txt") log records)"

@@ -11,6 +11,7 @@ from zprl.common.checkpoint import atomic_save, load_checkpoint, remove_partial_
 from zprl.common.config import reused_run_dir_message
 from zprl.common.errors import UserInputError
 from zprl.common.logging import JsonLinesLogger, init_wandb, setup_text_log
+from zprl.common.machine import append_machine_record
 
 log = logging.getLogger("zprl")
 
@@ -95,6 +96,8 @@ class BaseWorkspace:
         self.json_logger = JsonLinesLogger(os.path.join(self.output_dir, "logs.json.txt"), self.step_key)
         # a fresh start (also after a kill before the first checkpoint) begins a new log
         self.json_logger.start(resume_step if resume_payload is not None else None, fresh=resume_payload is None)
+        append_machine_record(self.output_dir, resume_step if resume_payload is not None and resume_step else 0,
+                              fresh=resume_payload is None)
         run_id = resume_payload.get("wandb_id") if resume_payload else None
         self.wandb_run = init_wandb(self.cfg.logging, self.output_dir,
                                     OmegaConf.to_container(self.cfg, resolve=True), run_id=run_id)
