@@ -14,5 +14,7 @@ mkdir -p "$DEST/.hydra"
 cp "$RUN/logs.json.txt" "$DEST/"
 cp "$RUN/.hydra/config.yaml" "$DEST/.hydra/"
 shopt -s nullglob
-for f in "$RUN"/base_policy.sha256 "$RUN"/machine.json "$RUN"/diagnostics_*.json; do cp "$f" "$DEST/"; done
+for f in "$RUN"/base_policy.sha256 "$RUN"/machine.json "$RUN"/diagnostics_*.json; do
+  if [ -f "$f" ]; then cp "$f" "$DEST/"; fi  # runs from before machine.json have none
+done
 echo "-> $DEST ($(wc -l < "$DEST/logs.json.txt") log records)"
