@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo, for zprl
+
 VARIANTS = {  # name -> (threads, OMP_WAIT_POLICY or None for OpenMP's default)
     "1 thread": (1, None),
     "2 threads, PASSIVE": (2, "PASSIVE"),
@@ -59,9 +61,9 @@ def child(threads: int, steps: int) -> None:
 
 
 def measure(name: str, steps: int) -> float:
-    threads, policy = VARIANTS[name]
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from zprl.demo import kernel_pins
+
+    threads, policy = VARIANTS[name]
 
     env = {**os.environ, **kernel_pins(), "OMP_NUM_THREADS": str(threads)}
     env.pop("OMP_WAIT_POLICY", None)

@@ -26,6 +26,7 @@ import sys
 import time
 
 from zprl.common.errors import UserInputError, run_cli
+from zprl.common.machine import isa_env_pins
 from zprl.data.paths import repo_root
 
 from zprl.demo_plan import EVAL_START_SEED, FAST, TASK, DemoPaths, DemoPlan
@@ -128,25 +129,11 @@ def eval_problem(output_dir: str, n_episodes: int, checkpoint: str) -> str | Non
 
 # ---- stages ----------------------------------------------------------------------------------------
 
-def _isa_env_pins() -> dict[str, str]:
-    """The variables scripts/cpu_runs/isa_env.sh exports: the evidence scripts' kernel pins, one source."""
-    import shlex
-
-    from zprl.data.paths import repo_root
-
-    pins = {}
-    with open(os.path.join(repo_root(), "scripts", "cpu_runs", "isa_env.sh")) as f:
-        for line in f:
-            if line.startswith("export "):
-                pins.update(item.split("=", 1) for item in shlex.split(line[len("export "):], comments=True))
-    return pins
-
-
 # The CPU code paths that change float rounding, pinned to AVX2 as the evidence scripts pin them:
 # torch, MKL, oneDNN and numpy pick their kernels by CPU, and AVX-512 kernels sum in another order,
 # so an unpinned demo can print other figures on another machine. Only the stages run as commands
 # (train.py, eval_base.py, eval_sum.py) are pinned; the data stage and MuJoCo are not.
-AVX2_KERNEL_PINS = _isa_env_pins()
+AVX2_KERNEL_PINS = isa_env_pins()
 
 
 def kernel_pins(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:

@@ -13,10 +13,25 @@ import json
 import os
 import platform
 
-# the variables scripts/cpu_runs/isa_env.sh sets, and the thread settings that change rounding or speed
-KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES",
-              "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
 FILE_NAME = "machine.json"
+
+
+def isa_env_pins() -> dict[str, str]:
+    """The variables scripts/cpu_runs/isa_env.sh exports: the evidence scripts' kernel pins, one source."""
+    import shlex
+
+    from zprl.data.paths import repo_root
+
+    pins = {}
+    with open(os.path.join(repo_root(), "scripts", "cpu_runs", "isa_env.sh")) as f:
+        for line in f:
+            if line.startswith("export "):
+                pins.update(item.split("=", 1) for item in shlex.split(line[len("export "):], comments=True))
+    return pins
+
+
+# the kernel pins, and the thread settings that change rounding or speed
+KERNEL_ENV = (*isa_env_pins(), "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
