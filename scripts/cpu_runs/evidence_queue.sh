@@ -5,8 +5,8 @@
 #   lane 1: can base (scripts/cpu_runs/can_base.sh, 100 epochs at lr 1e-3) -> can ZPRL seeds 1, 2
 #           -> lift ZPRL at the authors' SAC settings (10 critics x UTD 5, 12,500 agent steps = 50k env steps)
 #   lane 2: the lift base (base B, scripts/cpu_runs/offline_lift_evidence.sh) if it is missing -> lift
-#           action residual at 10 critics x UTD 5 (the pair's second half) -> lift noise steering seed 1 ->
-#           lift embedding residual seed 1 (the lift runs only where the base's weights are base B's) ->
+#           noise steering seed 1 -> lift embedding residual seed 1 -> lift action residual at 10 critics x
+#           UTD 5 (the pair's second half) (the lift runs only where the base's weights are base B's) ->
 #           can action residual seeds 1, 2 (each waits for lane 1's can base)
 # (Lift seeds 1-3 of ZPRL and the action residual at UTD 1: scripts/cpu_runs/seed_pair.sh lift SEED.)
 #   usage: scripts/cpu_runs/evidence_queue.sh        (logs: data/logs/queue_lane{1,2}.log and one per run)
@@ -69,8 +69,7 @@ lift_base() {  # base B, rebuilt where a new machine lost it; its weights must b
     bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base_b.log 2>&1 || { echo "lift base failed"; return 1; }
   fi
   local sha want
-  sha=$(.venv/bin/python -c "import sys; from zprl.common.checkpoint import load_checkpoint, weights_sha256
-print(weights_sha256(load_checkpoint(sys.argv[1])['state']['ema_model']))" "$LIFT_BASE")
+  sha=$(.venv/bin/python scripts/cpu_runs/fingerprint.py "$LIFT_BASE" | awk '{print $3}')
   want=$(cat docs/results/lift/zprl_lambda0.8/1/base_policy.sha256)
   if [ "$sha" != "$want" ]; then  # another CPU vendor rebuilds other weights (docs/cpu_runs.md, "base C")
     echo "$(date +%T) lift base weights sha256 $sha are not the committed lift runs' ($want): lift runs skipped"
@@ -80,10 +79,10 @@ print(weights_sha256(load_checkpoint(sys.argv[1])['state']['ema_model']))" "$LIF
 
 lift_lane2() {
   lift_base || return 0  # not base B: its pages cannot take these runs; the can runs still can
-  CRITICS=10 UTD=5 AGENT_STEPS=12500 run docs/results/lift_utd5/action_residual/1 lift action_residual 1 $LIFT_BASE \
-    || return 1
   run docs/results/lift/noise/1 lift noise 1 $LIFT_BASE || return 1
-  run docs/results/lift/embedding_residual/1 lift embedding_residual 1 $LIFT_BASE
+  run docs/results/lift/embedding_residual/1 lift embedding_residual 1 $LIFT_BASE || return 1
+  # last: the UTD 5 question already has a complete pair from base C (docs/results_lift_base_c_utd5.md)
+  CRITICS=10 UTD=5 AGENT_STEPS=12500 run docs/results/lift_utd5/action_residual/1 lift action_residual 1 $LIFT_BASE
 }
 
 lane2() {
