@@ -345,12 +345,9 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(repo_root(), "data", "demo", *(["fast"] if fast else []))
     if os.path.exists(out) and not os.path.isdir(out):
         raise UserInputError(f"--out {out} is a file; give a directory for the demo's outputs")
-    import torch
-
     from zprl.devices import resolve_device
 
     resolve_device(args.device, "--device")  # a device that is not here: one line before any stage runs
-    torch.set_num_threads(2)
     paths = DemoPaths(out)
     start = time.monotonic()
     try:
