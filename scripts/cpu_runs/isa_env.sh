@@ -9,7 +9,8 @@
 # demos and the same weights, sha256 703181020ae4...), so runs made there unpinned count as pinned runs.
 # An AVX-512 machine does not always reproduce them: on an Intel Xeon (2026-12-07) the pinned rebuild of
 # that base made other weights (sha256 064559da..., 0.60 on the held-out seeds; whether its demos or its
-# training differ first is not known); MuJoCo has no such switch.
+# training differ first is not known), and on an AMD EPYC with AVX-512 (2026-12-07) it made a third
+# (0f3d96eb..., 0.62): the pins hold within one CPU generation only. MuJoCo has no such switch.
 export ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 export NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
 # ZPRL_PIN_ISA=0 lifts the pins for one command: on an AVX-512 machine a SAC update at the authors' settings
