@@ -28,9 +28,11 @@ case $TASK in
   can)
     BASE_RUN=data/runs/offline_can_lowdim_lr1e-3_e100
     BASE=$BASE_RUN/checkpoints/latest.ckpt
-    [ -f "${BASE_RUN}_eval/eval_log.json" ] || RUN=$BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 \
+    # nothing else runs while the base builds: the data on 2 workers, the training on 2 torch threads
+    # (5 steps/s on 2 idle AVX-512 cores, ~62 min for the 18,500 steps; evidence_queue.sh keeps 1 beside its other lane)
+    [ -f "${BASE_RUN}_eval/eval_log.json" ] || WORKERS=2 RUN=$BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 \
       training.num_epochs=100 training.rollout_every=100 training.checkpoint_every=5 training.val_every=5 \
-      > data/logs/can_base_e100_driver.log 2>&1
+      training.num_threads=2 > data/logs/can_base_e100_driver.log 2>&1
     LAM=match_action_residual; ZNAME=zprl_match; ZRUN=zprl_match ;;
   *) echo "seed_pair.sh: unknown task '$TASK' (lift or can)" >&2; exit 2 ;;
 esac
