@@ -4,6 +4,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -11,6 +13,8 @@ from conftest import run_records
 from zprl import demo
 from zprl.common.checkpoint import load_checkpoint, weights_sha256
 from zprl.common.logging import JsonLinesLogger
+
+COMPARE = os.path.join(os.path.dirname(__file__), "..", "scripts", "compare_demos.py")
 
 
 def _truncate(path, keep=0.5):
@@ -158,6 +162,10 @@ def test_fast_demo_end_to_end_then_resumes_only_what_is_missing(tmp_path, capsys
     assert run_records(out / "online") == run_records(out2 / "online")
     assert weights_sha256(load_checkpoint(str(out / "offline/checkpoints/latest.ckpt"))["state"]["ema_model"]) == \
         weights_sha256(load_checkpoint(str(out2 / "offline/checkpoints/latest.ckpt"))["state"]["ema_model"])
+    # the same comparison as a user runs it on two full demos (scripts/compare_demos.py): every stage the same
+    compared = subprocess.run([sys.executable, COMPARE, str(out), str(out2)], capture_output=True, text=True)
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert compared.stdout.count("yes") == 5
 
     paths = demo.DemoPaths(str(out))
     assert "planned for 32 agent steps, not 64" in demo.online_problem(paths.online, 64, paths.base_ckpt)[0]
@@ -183,3 +191,11 @@ def test_stage_commands_run_with_cpu_kernels_pinned_where_the_cpu_has_avx2(tmp_p
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     demo._run(["python", "-c", "import os; print(os.environ['ATEN_CPU_CAPABILITY'], os.environ['MKL_CBWR'])"])
     assert capfd.readouterr().out.splitlines()[-1] == "avx2 COMPATIBLE"
+
+
+def test_compare_demos_refuses_an_unfinished_output_in_one_line(tmp_path):
+    (tmp_path / "a").mkdir()
+    out = subprocess.run([sys.executable, COMPARE, str(tmp_path / "a"), str(tmp_path / "b")],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "has no summary.json" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""scripts/cpu_runs/fingerprint.py: the hashes that tell two machines' base builds apart (docs/cpu_runs.md)."""
+"""zprl/common/fingerprint.py: the hashes that tell two machines' base builds apart (docs/cpu_runs.md)."""
 
 import os
 import shutil
@@ -12,12 +12,9 @@ import torch
 from robomimic_fixtures import write_robomimic_file
 from zprl.common.checkpoint import weights_sha256
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "cpu_runs", "fingerprint.py")
-
-
-def fingerprint(*paths):
-    out = subprocess.run([sys.executable, SCRIPT, *map(str, paths)], capture_output=True, text=True)
-    return out
+def fingerprint(*paths):  # as the base scripts run it
+    return subprocess.run([sys.executable, "-m", "zprl.common.fingerprint", *map(str, paths)],
+                          capture_output=True, text=True, cwd=os.path.join(os.path.dirname(__file__), ".."))
 
 
 def fields(stdout):  # "PATH: FIELD sha256 HEX" -> {FIELD: HEX}, the whole file's line under "data"

@@ -26,5 +26,5 @@ EVAL=${RUN}_eval
 bash scripts/cpu_runs/offline_can.sh training.resume=True "$@" hydra.run.dir="$RUN" >> "data/logs/${NAME}.log" 2>&1
 rm -rf "$EVAL"  # eval_base.py refuses to overwrite an evaluation; this one is redone from the weights
 $PY eval_base.py -c "$CKPT" -o "$EVAL" -d cpu -n 50 --n_vis 1 --n_envs 2 > "data/logs/${NAME}_eval.log" 2>&1
-$PY scripts/cpu_runs/fingerprint.py "$CKPT" data_local/robomimicv030/can/mh/low_dim_v141_subset_abs.hdf5
+$PY -m zprl.common.fingerprint "$CKPT"      data_local/robomimicv030/can/mh/low_dim_v141_subset_abs.hdf5
 grep -h 'mean score' "data/logs/${NAME}_eval.log"

@@ -69,7 +69,7 @@ lift_base() {  # base B, rebuilt where a new machine lost it; its weights must b
     bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base_b.log 2>&1 || { echo "lift base failed"; return 1; }
   fi
   local sha want
-  sha=$(.venv/bin/python scripts/cpu_runs/fingerprint.py "$LIFT_BASE" | awk '{print $3}')
+  sha=$(.venv/bin/python -m zprl.common.fingerprint "$LIFT_BASE" | awk '{print $3}')
   want=$(cat docs/results/lift/zprl_lambda0.8/1/base_policy.sha256)
   if [ "$sha" != "$want" ]; then  # another CPU vendor rebuilds other weights (docs/cpu_runs.md, "base C")
     echo "$(date +%T) lift base weights sha256 $sha are not the committed lift runs' ($want): lift runs skipped"

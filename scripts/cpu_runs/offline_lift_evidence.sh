@@ -32,5 +32,5 @@ $PY train.py --config-name=train_flow_match_vib_unet_image_workspace task=lift_l
   task.env_runner.n_train=0 task.env_runner.n_train_vis=0 task.env_runner.n_test=0 task.env_runner.n_test_vis=0 \
   task.env_runner.max_steps=200 hydra.run.dir="$OUT/ours_lr1e-3"
 # the demos' and the weights' hashes: where a rebuild on another CPU parts from base B (docs/cpu_runs.md)
-$PY scripts/cpu_runs/fingerprint.py "$OUT/lift_mh_low_dim.hdf5" "$OUT/lift_mh_low_dim_abs.hdf5" "$OUT/ours_lr1e-3/checkpoints/latest.ckpt"
+$PY -m zprl.common.fingerprint "$OUT/lift_mh_low_dim.hdf5" "$OUT/lift_mh_low_dim_abs.hdf5" "$OUT/ours_lr1e-3/checkpoints/latest.ckpt"
 $PY eval_base.py -c "$OUT/ours_lr1e-3/checkpoints/latest.ckpt" -o "$OUT/eval_ours_lr1e-3" -d cpu -n 50 --n_vis 0 --n_envs 2

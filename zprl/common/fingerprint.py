@@ -1,6 +1,6 @@
 """Content hashes that tell whether two machines built the same thing, one line per input.
 
-    python scripts/cpu_runs/fingerprint.py CKPT_OR_HDF5 [...]
+    python -m zprl.common.fingerprint CKPT_OR_HDF5 [...]
 
 - a checkpoint (.ckpt): ``weights_sha256`` of its EMA weights, the hash an online run from it writes as
   ``base_policy.sha256`` (compare with ``docs/results/<task>/<method>/<seed>/base_policy.sha256``);
@@ -18,10 +18,9 @@ import hashlib
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-
-def ckpt_line(path: str) -> str:
+def ckpt_weights_sha256(path: str) -> tuple[str, str]:
+    """(weights_sha256, which weights): the EMA weights of an offline checkpoint, else its model's."""
     from zprl.common.checkpoint import load_checkpoint, weights_sha256
 
     state = load_checkpoint(path).get("state", {})
@@ -30,8 +29,13 @@ def ckpt_line(path: str) -> str:
     elif "model" in state:
         weights, which = state["model"], "model"
     else:
-        raise SystemExit(f"fingerprint.py: {path} holds no 'model' or 'ema_model' weights (not a zprl offline checkpoint)")
-    return f"{path}: weights_sha256 {weights_sha256(weights)} ({which})"
+        raise SystemExit(f"zprl.common.fingerprint: {path} holds no 'model' or 'ema_model' weights (not a zprl offline checkpoint)")
+    return weights_sha256(weights), which
+
+
+def ckpt_line(path: str) -> str:
+    sha, which = ckpt_weights_sha256(path)
+    return f"{path}: weights_sha256 {sha} ({which})"
 
 
 def _hash_node(h: "hashlib._Hash", node) -> None:
@@ -46,26 +50,34 @@ def _hash_node(h: "hashlib._Hash", node) -> None:
             _hash_node(h, node[key])
 
 
-def hdf5_lines(path: str) -> list[str]:
+def hdf5_hashes(path: str) -> dict[str, str]:
+    """sha256 per demo field over every demo in order, and "data" for the whole file's data."""
     import h5py
 
     with h5py.File(path, "r") as f:
         if "data" not in f:
-            raise SystemExit(f"fingerprint.py: {path} has no 'data' group (not a robomimic hdf5)")
+            raise SystemExit(f"zprl.common.fingerprint: {path} has no 'data' group (not a robomimic hdf5)")
         data = f["data"]
         # demo_0, demo_1, ... in numeric order, as robomimic sorts them
         demos = sorted(data, key=lambda k: int(k.split("_")[-1]) if k.split("_")[-1].isdigit() else k)
         fields = sorted({key for d in demos for key in data[d]})
-        lines, whole = [], hashlib.sha256()
+        hashes, whole = {}, hashlib.sha256()
         for field in fields:
             h = hashlib.sha256()
             for d in demos:
                 if field in data[d]:
                     _hash_node(h, data[d][field])
             whole.update(h.digest())
-            lines.append(f"{path}: {field} sha256 {h.hexdigest()}")
-        lines.append(f"{path}: {len(demos)} demos, data sha256 {whole.hexdigest()}")
-    return lines
+            hashes[field] = h.hexdigest()
+        hashes["n_demos"], hashes["data"] = str(len(demos)), whole.hexdigest()
+    return hashes
+
+
+def hdf5_lines(path: str) -> list[str]:
+    hashes = hdf5_hashes(path)
+    n, whole = hashes.pop("n_demos"), hashes.pop("data")
+    return [f"{path}: {field} sha256 {sha}" for field, sha in hashes.items()] + [
+        f"{path}: {n} demos, data sha256 {whole}"]
 
 
 def main(argv: list[str]) -> int:
@@ -74,13 +86,13 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     for path in argv:
         if not os.path.isfile(path):
-            raise SystemExit(f"fingerprint.py: no file {path}")
+            raise SystemExit(f"zprl.common.fingerprint: no file {path}")
         if path.endswith(".ckpt"):
             print(ckpt_line(path))
         elif path.endswith((".hdf5", ".h5")):
             print("\n".join(hdf5_lines(path)))
         else:
-            raise SystemExit(f"fingerprint.py: {path}: expected a .ckpt or .hdf5 file")
+            raise SystemExit(f"zprl.common.fingerprint: {path}: expected a .ckpt or .hdf5 file")
     return 0
 
 
