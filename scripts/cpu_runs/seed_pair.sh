@@ -29,7 +29,8 @@ case $TASK in
     BASE_RUN=data/runs/offline_can_lowdim_lr1e-3_e100
     BASE=$BASE_RUN/checkpoints/latest.ckpt
     # nothing else runs while the base builds: the data on 2 workers, the training on 2 torch threads
-    # (5 steps/s on 2 idle AVX-512 cores, ~62 min for the 18,500 steps; evidence_queue.sh keeps 1 beside its other lane)
+    # (~6.3 steps/s on 2 idle cores of an AMD EPYC with AVX-512: ~50 min for the 18,500 steps; two spinning threads
+    # beside any other job fall to ~1.4 steps/s, so evidence_queue.sh, which runs a second lane, keeps 1)
     [ -f "${BASE_RUN}_eval/eval_log.json" ] || WORKERS=2 RUN=$BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 \
       training.num_epochs=100 training.rollout_every=100 training.checkpoint_every=5 training.val_every=5 \
       training.num_threads=2 > data/logs/can_base_e100_driver.log 2>&1
