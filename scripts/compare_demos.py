@@ -32,32 +32,27 @@ def online_records(run_dir: str) -> list[dict]:
             for r in read_json_lines(os.path.join(run_dir, "logs.json.txt"))]
 
 
-def success(eval_dir: str) -> str:
-    eps = episodes(eval_dir)
+def success(eps: list[dict]) -> str:
     wins = sum(bool(e["success"]) for e in eps)
     return f"{wins / len(eps):.2f} ({wins}/{len(eps)})"
 
 
 def compare(a: str, b: str) -> list[tuple[str, bool, str]]:
     pa, pb = DemoPaths(a), DemoPaths(b)
-    rows = []
     ha, hb = hdf5_hashes(pa.dataset), hdf5_hashes(pb.dataset)
     differ = [k for k in ha if ha.get(k) != hb.get(k)]
-    rows.append(("demos file", not differ, f"data {ha['data'][:12]} / {hb['data'][:12]}"
-                 + (f"; differ: {', '.join(differ)}" if differ else "")))
     wa, wb = ckpt_weights_sha256(pa.base_ckpt)[0], ckpt_weights_sha256(pb.base_ckpt)[0]
-    rows.append(("base weights", wa == wb, f"{wa[:12]} / {wb[:12]}"))
-    for name, da, db in (("eval base episodes", pa.eval_base, pb.eval_base),
-                         ("online records", pa.online, pb.online),
-                         ("eval ZPRL episodes", pa.eval_zprl, pb.eval_zprl)):
-        if name == "online records":
-            ra, rb = online_records(da), online_records(db)
-            detail = f"{len(ra)} / {len(rb)} records"
-        else:
-            ra, rb = episodes(da), episodes(db)
-            detail = f"success {success(da)} / {success(db)}"
-        rows.append((name, ra == rb, detail))
-    return rows
+    base_a, base_b = episodes(pa.eval_base), episodes(pb.eval_base)
+    online_a, online_b = online_records(pa.online), online_records(pb.online)
+    zprl_a, zprl_b = episodes(pa.eval_zprl), episodes(pb.eval_zprl)
+    return [
+        ("demos file", not differ, f"data {ha['data'][:12]} / {hb['data'][:12]}"
+         + (f"; differ: {', '.join(differ)}" if differ else "")),
+        ("base weights", wa == wb, f"{wa[:12]} / {wb[:12]}"),
+        ("eval base episodes", base_a == base_b, f"success {success(base_a)} / {success(base_b)}"),
+        ("online records", online_a == online_b, f"{len(online_a)} / {len(online_b)} records"),
+        ("eval ZPRL episodes", zprl_a == zprl_b, f"success {success(zprl_a)} / {success(zprl_b)}"),
+    ]
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ import torch
 from robomimic_fixtures import write_robomimic_file
 from zprl.common.checkpoint import weights_sha256
 
+
 def fingerprint(*paths):  # as the base scripts run it
     return subprocess.run([sys.executable, "-m", "zprl.common.fingerprint", *map(str, paths)],
                           capture_output=True, text=True, cwd=os.path.join(os.path.dirname(__file__), ".."))
