@@ -171,8 +171,9 @@ def _render_pair(fast: bool):
             obs, *_ = env.step(hold)
         ctx = env.env.env.sim._render_context_offscreen
         flags = (ctx.con.offWidth, ctx.con.offHeight, ctx.con.offSamples,
-                 int(ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION]))
-        assert env.env.env.sim.model._model.vis.quality.offsamples == 4  # model (and saved XML) untouched
+                 int(ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION]), ctx.con.shadowSize)
+        quality = env.env.env.sim.model._model.vis.quality
+        assert (quality.offsamples, quality.shadowsize) == (4, 4096)  # model (and saved XML) untouched
         frame = env.render()  # the video path: same camera and size as the agentview observation
         return {k: obs[k] * 255.0 for k in CAMS}, flags, frame
     finally:
@@ -182,9 +183,10 @@ def _render_pair(fast: bool):
 def test_fast_path_renders_the_same_scene():
     fast, fast_flags, fast_frame = _render_pair(True)
     slow, slow_flags, _ = _render_pair(False)
-    # buffer sized to the largest image asked for, no MSAA, no reflection pass; robosuite's defaults otherwise
-    assert fast_flags == (84, 84, 0, 0)
-    assert slow_flags == (640, 480, 4, 1)
+    # buffer sized to the largest image asked for, no MSAA, no reflection pass, a 1x1 shadow map (Lift's
+    # light casts no shadow); robosuite's defaults otherwise
+    assert fast_flags == (84, 84, 0, 0, 1)
+    assert slow_flags == (640, 480, 4, 1, 4096)
     for key in CAMS:
         a, b = fast[key], slow[key]
         assert a.shape == (3, 84, 84) and a.std() > 10  # a real scene, not a blank buffer
@@ -194,6 +196,18 @@ def test_fast_path_renders_the_same_scene():
     # videos and observations share the upright convention (robomimic flips robosuite's GL image)
     np.testing.assert_allclose(fast_frame.transpose(2, 0, 1).astype(np.float32), fast["agentview_image"],
                                atol=1e-3)
+
+
+def test_shrunk_shadow_map_changes_no_pixel(monkeypatch):
+    """The 1x1 shadow map saves ~64 MiB per image env on llvmpipe; with no shadow-casting light the
+    full 4096^2 map renders the very same pixels."""
+    small, small_flags, small_frame = _render_pair(True)
+    monkeypatch.setattr(render_patch, "shadow_map_size", lambda model: int(model.vis.quality.shadowsize))
+    full, full_flags, full_frame = _render_pair(True)
+    assert (small_flags[-1], full_flags[-1]) == (1, 4096)
+    for key in CAMS:
+        np.testing.assert_array_equal(small[key], full[key])
+    np.testing.assert_array_equal(small_frame, full_frame)
 
 
 def _image_rollout_config(**kw):

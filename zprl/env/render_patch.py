@@ -6,7 +6,8 @@
     (``EGL_CUDA_DEVICE_NV``), by index only where EGL cannot say; the choice is logged once per process.
 (b) Fast offscreen rendering: the offscreen buffer starts at the largest image the env asks for
     (robosuite grows it on demand) instead of MuJoCo's 640x480, without multisampling and without
-    the reflection pass. On software GL (Mesa llvmpipe) this is about 3x faster per camera image.
+    the reflection pass, and with a 1x1 shadow map when no light casts a shadow. On software GL
+    (Mesa llvmpipe) this is about 3x faster per camera image.
 
 ``apply_render_patches()`` is idempotent and is called by ``zprl.env.robomimic_env.create_env``.
 The fast path is read at GL-context creation, so it can be switched per env in one process:
@@ -283,6 +284,18 @@ def _patch_egl() -> bool:
     return True
 
 
+def shadow_map_size(model) -> int:
+    """The shadow map the GL context needs: the model's size if a light casts shadows, else 1x1.
+
+    MuJoCo allocates a shadowsize^2 depth texture (default 4096^2) for every context; robosuite's
+    arenas light the scene with lights that cast no shadow, so the map is never drawn into, yet on
+    Mesa's llvmpipe it holds ~64 MiB of host memory per env. Pixels are unchanged
+    (tests/test_render_patch.py). Read at context creation: switching a light's castshadow on later
+    needs a new context (robosuite never does).
+    """
+    return int(model.vis.quality.shadowsize) if model.light_castshadow.any() else 1
+
+
 def _patch_render_context() -> None:
     import mujoco
     from robosuite.utils import binding_utils
@@ -298,12 +311,13 @@ def _patch_render_context() -> None:
                 vis = self.model._model.vis
                 vis.global_.offwidth, vis.global_.offheight = int(w), int(h)
         quality = self.model._model.vis.quality
-        samples = quality.offsamples
+        samples, shadow = quality.offsamples, quality.shadowsize
         if fast:
             quality.offsamples = 0  # read only while the GL context is made
+            quality.shadowsize = shadow_map_size(self.model._model)
         original(self)
-        # Put the model's value back so model XML saved from this env (datasets keep it) is unchanged.
-        quality.offsamples = samples
+        # Put the model's values back so model XML saved from this env (datasets keep it) is unchanged.
+        quality.offsamples, quality.shadowsize = samples, shadow
         if fast:
             self.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
