@@ -102,3 +102,11 @@ def test_bench_threads_quick():
                               + table_rows(lines, "2 threads, default") + table_rows(lines, "2 threads, ACTIVE"))}
     assert sorted(rows) == ["1 thread", "2 threads, ACTIVE", "2 threads, PASSIVE", "2 threads, default"]
     assert rows["1 thread"][3] == "1"  # the reference's speed-up over itself
+
+
+def test_bench_numba_jit_quick():
+    lines = run_quick("bench_numba_jit.py")
+    assert lines[-1].startswith("headline: nojit_over_jit_step_cpu=")
+    (row,) = table_rows(lines, "low_dim")
+    assert float(row[5]) < float(row[4])  # without the JIT llvmlite's LLVM is never loaded
+    assert row[6] in ("yes", "no")
