@@ -9,7 +9,7 @@ import numpy as np
 def mean_curve(runs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(steps, mean, 95% t half-width) on the union of the runs' evaluation steps, up to the
     shortest run (linear interpolation between evaluations; half-width NaN for one run)."""
-    from zprl.report import t_interval
+    from zprl.report_reading import t_interval
 
     end = min(r.steps[-1] for r in runs)
     steps = np.unique(np.concatenate([r.steps[r.steps <= end] for r in runs]))
