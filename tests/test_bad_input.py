@@ -113,7 +113,8 @@ def test_base_checkpoint_of_another_task(tiny_base_ckpt, tmp_path):
     ({"training.device": "gpu"}, ["training.device='gpu' is not a torch device", "use cpu, cuda:N"]),
     ({"training.device": missing_device()}, [f"training.device={missing_device()}"]),
     ({"training.bootstrap": "always"}, ["training.bootstrap='always'", "'never' or 'truncation'"]),
-], ids=["n_action_steps", "device_name", "device_missing", "bootstrap"])
+    ({"training.env_groups": 3}, ["training.env_groups=3", "from 1 to online_task.n_envs (2)"]),
+], ids=["n_action_steps", "device_name", "device_missing", "bootstrap", "env_groups"])
 def test_online_config_that_does_not_fit(tiny_base_ckpt, tmp_path, override, needles):
     refused(lambda: online_run(tiny_base_ckpt, tmp_path / "run", **override)(), *needles)
     assert not (tmp_path / "run").exists()

@@ -73,8 +73,8 @@ def test_bench_online_quick():
     lines = run_quick("bench_online.py")
     assert lines[-1].startswith("headline: loop_over_raw=")
     shares = [line for line in lines if line.startswith(("| demo, ", "| authors, "))]
-    assert [s.split("|")[1].strip() for s in shares] == ["demo, serial", "demo, overlapped",
-                                                         "authors, serial", "authors, overlapped"]
+    assert [s.split("|")[1].strip() for s in shares] == [f"{name}, {loop}" for name in ("demo", "authors")
+                                                         for loop in ("serial", "overlapped", "2 env groups")]
     for line in shares:
         parts = [float(c.strip().rstrip("%")) for c in line.strip().strip("|").split("|")[1:]]
         assert abs(sum(parts) - 100.0) < 0.5 and all(p >= 0 for p in parts[:3])

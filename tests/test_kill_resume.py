@@ -96,6 +96,21 @@ def test_online_kill9_and_resume_gives_the_uninterrupted_run(tiny_base_ckpt, onl
     assert run_id and segments and all(d.endswith(run_id) for d in segments), (run_id, wandb_runs)
 
 
+
+@pytest.mark.slow
+def test_online_kill9_and_resume_with_env_groups(tiny_base_ckpt, tmp_path):
+    """The same with the training envs stepping in 2 groups (training.env_groups=2): nothing is in flight
+    between iterations, so a checkpoint and its resume see the same loop state as with one group."""
+    args = tiny_online_overrides(tiny_base_ckpt, **ONLINE, **{"training.env_groups": 2})
+    straight = train_cli(ONLINE_CONFIG, args, tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    run_dir = tmp_path / "killed"
+    proc = train_cli(ONLINE_CONFIG, args, run_dir, wait=False)
+    kill_at_random(proc, str(run_dir / "checkpoints" / "step_000032.ckpt"), 4.0, random.Random())
+    done = train_cli(ONLINE_CONFIG, args + ["training.resume=true"], run_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_records(run_records(tmp_path / "straight"), run_records(run_dir))
+
 @pytest.mark.slow
 def test_offline_kill9_and_resume_gives_the_uninterrupted_run(lift_lowdim_abs_file, tmp_path):
     rng = random.Random()

@@ -134,3 +134,21 @@ def test_eval_at_end_false_leaves_the_last_evaluation_to_eval_sum(tiny_base_ckpt
     assert workspace.cfg.training.eval_every == 64 and workspace.agent_steps == 64
     assert evals == [0]  # the base's, before learning; none at 64
     assert os.path.exists(os.path.join(tmp_path, "checkpoints", "step_000064.ckpt"))  # what eval_sum.py scores
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_time_outs_bootstrap_from_their_final_frame_with_and_without_env_groups(tiny_base_ckpt, tmp_path, groups):
+    """training.bootstrap=truncation: a timed-out episode's transition stores the encoding of its final
+    frame as next_state (not the next episode's first frame, which the env returns after its autoreset);
+    every other transition's next_state is that env's next state. Also with the envs stepping in 2
+    groups (training.env_groups), which collects and updates as much as one group."""
+    ws, _ = run_online(tiny_base_ckpt, tmp_path, **{"training.env_groups": groups, "training.bootstrap": "truncation",
+                                                     "online_task.max_steps": 40})
+    assert ws.agent_steps == len(ws.buffer) == ws.updates == 64
+    assert ws.successes_done == 0  # the tiny base never lifts: every episode ends by time-out, 10 chunks long
+    data = ws.buffer.data
+    # rows: one per env per iteration, env 0 first; the next row of the same env is 2 rows on
+    moved = [i for i in range(62) if not torch.equal(data["next_state"][i], data["state"][i + 2])]
+    assert moved == [i for i in range(62) if (i // 2) % 10 == 9]  # the 10th chunk of each episode, both envs
+    assert not data["terminal"][:64].any()  # time-outs bootstrap
+

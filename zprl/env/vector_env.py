@@ -317,6 +317,56 @@ def make_vector_env(config: RolloutEnvConfig, n_envs: int, asynchronous: bool | 
 
 
 
+class EnvGroups:
+    """The training envs as groups of worker processes that step independently (``training.env_groups``).
+
+    Each group is its own vector env, so one group can simulate a chunk while the main process computes
+    another group's next chunk (zprl/workspace/online.py). Towards the rest of the loop it is one batch
+    of envs in a fixed order, group 0's envs first: ``reset(seed=[...])``, ``call``, ``set_attr`` and
+    ``close`` split their per-env arguments by group and join the answers in that order.
+    """
+
+    def __init__(self, envs: list):
+        self.envs = list(envs)
+        bounds = np.cumsum([0] + [e.num_envs for e in self.envs])
+        self.groups = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.num_envs = int(bounds[-1])
+
+    def reset(self, seed: list[int]):
+        parts = [e.reset(seed=list(seed[g])) for e, g in zip(self.envs, self.groups)]
+        return join_obs([obs for obs, _ in parts]), {}
+
+    def step_async(self, group: int, actions) -> None:
+        self.envs[group].step_async(actions)
+
+    def step_wait(self, group: int):
+        return self.envs[group].step_wait()
+
+    def call(self, name: str, *args, **kwargs) -> tuple:
+        return tuple(x for e in self.envs for x in e.call(name, *args, **kwargs))
+
+    def set_attr(self, name: str, values) -> None:
+        for e, g in zip(self.envs, self.groups):
+            e.set_attr(name, list(values[g]))
+
+    def close(self, **kwargs) -> None:
+        for e in self.envs:
+            e.close(**kwargs)
+
+
+def join_obs(parts: list[dict]) -> dict:
+    """Observation dicts of consecutive groups of envs as one (env axis first)."""
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def final_obs(info: dict, n_envs: int) -> list:
+    """Each env's last observation of the episode that ended at this step (SameStep autoreset), else None."""
+    values, mask = info.get("final_obs"), info.get("_final_obs")
+    if values is None:
+        return [None] * n_envs
+    return [values[i] if mask is None or mask[i] else None for i in range(n_envs)]
+
+
 STEP_INFO_KEYS = ("chunk_rewards", "executed_actions", "n_executed", "success", "episode_length", "fault")
 
 

@@ -34,7 +34,7 @@ from zprl.common.checkpoint import BASE_SHA_FILE, file_sha256, weights_sha256
 from zprl.common.errors import NonFiniteLoss, UserInputError
 from zprl.common.seeding import set_seed
 from zprl.devices import resolve_device
-from zprl.env.vector_env import RolloutEnvConfig, make_vector_env, step_info
+from zprl.env.vector_env import EnvGroups, RolloutEnvConfig, final_obs, join_obs, make_vector_env, step_info
 from zprl.policy.checkpoint import load_base_policy
 from zprl.policy.steered import SteeredPolicy
 from zprl.policy.steering import Encoded
@@ -68,6 +68,10 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
             apply_debug_overrides(cfg)
         if cfg.training.bootstrap not in ("never", "truncation"):
             raise UserInputError(f"training.bootstrap={cfg.training.bootstrap!r} must be 'never' or 'truncation'")
+        groups = cfg.training.get("env_groups", 1)
+        if not isinstance(groups, int) or not 1 <= groups <= cfg.online_task.n_envs:
+            raise UserInputError(f"training.env_groups={groups!r}: must be an integer from 1 to online_task.n_envs "
+                                 f"({cfg.online_task.n_envs})")
         self.device = resolve_device(cfg.training.device)
         set_seed(cfg.training.seed)
         base_ckpt = cfg.online_task.base_ckpt
@@ -166,10 +170,15 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
                                      # image tasks render in the workers: on the policy's GPU, as the evaluator's
                                      render_device=str(self.device) if self.device.type == "cuda" else None)
         # a worker that dies, raises or hangs is replaced and its episode counted as a fault (truncated);
-        # replacements start from seeds no training episode uses
-        self.envs = make_vector_env(train_cfg, o.n_envs, autoreset_mode=AutoresetMode.SAME_STEP, restart_failed=True,
-                                    step_timeout=self.cfg.training.get("env_step_timeout_s"),
-                                    restart_seed=lambda index, restarts: FAULT_SEED_BASE + restarts)
+        # replacements start from seeds no training episode uses (and no other group's replacements)
+        n_groups = int(self.cfg.training.get("env_groups", 1))
+        sizes = [len(a) for a in np.array_split(np.arange(o.n_envs), n_groups)]
+        envs = [make_vector_env(train_cfg, n, asynchronous=o.n_envs > 1, autoreset_mode=AutoresetMode.SAME_STEP,
+                                restart_failed=True,
+                                step_timeout=self.cfg.training.get("env_step_timeout_s"),
+                                restart_seed=lambda index, restarts, g=g: FAULT_SEED_BASE + restarts * n_groups + g)
+                for g, n in enumerate(sizes)]
+        self.envs = envs[0] if n_groups == 1 else EnvGroups(envs)
         self.evaluator = hydra.utils.instantiate(self.cfg.evaluator, _partial_=True)(
             output_dir=self.output_dir, env_meta=self.env_meta, shape_meta=shape_meta, n_obs_steps=n_obs_steps,
             n_action_steps=self.n_action_steps)
@@ -215,30 +224,70 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
 
     def _collect(self) -> None:
         """One chunk in every training env, stored as one transition per env."""
-        t, o = self.cfg.training, self.cfg.online_task
-        enc = self.enc
-        self.warm = self.agent_steps < t.warmup_agent_steps
-        if self.warm:
-            rl_action = self.steering.warmup_action(o.n_envs)
+        self.warm = self.agent_steps < self.cfg.training.warmup_agent_steps
+        if isinstance(self.envs, EnvGroups):
+            rl_action, step = self._act_and_step_groups()
         else:
-            # progressive exploration counts from the END of warm-up (0 on the first step after it)
-            rl_action = self.steering.explore(self.sac.act(enc.state), self.agent_steps - t.warmup_agent_steps)
-        chunk = self.steering.act(enc, rl_action).cpu().numpy()
+            rl_action, step = self._act_and_step()
+        self._store(self.enc, rl_action, *step)
+
+    def _rl_action(self, enc: Encoded) -> torch.Tensor:
+        t = self.cfg.training
+        if self.warm:
+            return self.steering.warmup_action(len(enc.state))
+        # progressive exploration counts from the END of warm-up (0 on the first step after it)
+        return self.steering.explore(self.sac.act(enc.state), self.agent_steps - t.warmup_agent_steps)
+
+    def _owed_share(self) -> int:
+        """Overlapped updates run per chunk: n_envs * utd of them, the rate they accrue at."""
+        return max(1, int(round(self.cfg.online_task.n_envs * self.cfg.training.utd)))
+
+    def _act_and_step(self):
+        """All envs act on the current observations and step together."""
+        rl_action = self._rl_action(self.enc)
+        chunk = self.steering.act(self.enc, rl_action).cpu().numpy()
         if self.overlap:
             # the workers simulate this chunk while this chunk's share of owed updates runs
             self.envs.step_async(chunk)
-            self._run_owed(at_most=max(1, int(round(o.n_envs * t.utd))))
+            self._run_owed(at_most=self._owed_share())
             obs, _, term, trunc, raw_info = self.envs.step_wait()
         else:
             obs, _, term, trunc, raw_info = self.envs.step(chunk)
-        info = step_info(raw_info)  # each env's chunk info, also for envs that just auto-reset
+        next_enc = self.steering.encode(obs_to_torch(obs, self.device))
+        return rl_action, (obs, term, trunc, step_info(raw_info), final_obs(raw_info, len(term)), next_enc)
+
+    def _act_and_step_groups(self):
+        """training.env_groups > 1: each group's chunk is computed and sent in turn, so group g+1's
+        inference runs while group g simulates; after the owed updates, each group's new observations
+        are encoded as it answers, while the later groups still simulate. Same data per iteration as
+        one group; the SAC actor samples per group, so the random draws differ from the ungrouped loop."""
+        rl_actions, parts = [], []
+        for g, idx in enumerate(self.envs.groups):
+            enc = self.enc.index(idx)
+            rl_actions.append(self._rl_action(enc))
+            self.envs.step_async(g, self.steering.act(enc, rl_actions[-1]).cpu().numpy())
+        if self.overlap:
+            self._run_owed(at_most=self._owed_share())
+        for g in range(len(self.envs.groups)):
+            obs, _, term, trunc, raw_info = self.envs.step_wait(g)
+            parts.append((obs, term, trunc, step_info(raw_info), final_obs(raw_info, len(term)),
+                          self.steering.encode(obs_to_torch(obs, self.device))))
+        obs, term, trunc, info, finals, encs = zip(*parts)
+        info = {k: np.concatenate([i[k] for i in info]) for k in info[0]}
+        next_enc = Encoded(torch.cat([e.state for e in encs]),
+                           {k: torch.cat([e.parts[k] for e in encs]) for k in encs[0].parts})
+        return torch.cat(rl_actions), (join_obs(list(obs)), np.concatenate(term), np.concatenate(trunc), info,
+                                       [f for fs in finals for f in fs], next_enc)
+
+    def _store(self, enc: Encoded, rl_action, obs, term, trunc, info: dict, finals: list, next_enc: Encoded) -> None:
+        """The transitions of one chunk in every env, the episode bookkeeping, the counters."""
+        o = self.cfg.online_task
         reward = discounted_chunk_reward(info["chunk_rewards"], self.cfg.sac.gamma_step)
         term, trunc = np.asarray(term), np.asarray(trunc)
         done = term | trunc
         # a fault (worker replaced, non-finite step) truncated that env's episode: no transition is kept
         fault = np.asarray(info["fault"], bool)
-        next_enc = self.steering.encode(obs_to_torch(obs, self.device))
-        next_state, terminal = self._bootstrap_view(next_enc.state, done, term, trunc & ~fault, raw_info, obs)
+        next_state, terminal = self._bootstrap_view(next_enc.state, done, term, trunc & ~fault, finals, obs)
         rows = (enc.state, rl_action, torch.as_tensor(reward, dtype=torch.float32), next_state, torch.as_tensor(terminal))
         if fault.any():
             rows = tuple(r[torch.as_tensor(~fault, device=r.device)] for r in rows)
@@ -253,15 +302,15 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
         self.executed_env_steps += int(n_exec.sum())
         self.collected += int((~fault).sum())
 
-    def _bootstrap_view(self, next_state, done, term, trunc, raw_info, obs):
+    def _bootstrap_view(self, next_state, done, term, trunc, finals: list, obs):
         """(next_state, terminal) as stored. bootstrap=never: every episode end is terminal.
-        bootstrap=truncation: a time-out bootstraps from the timed-out episode's final frame (with
-        SAME_STEP autoreset ``obs`` holds the new episode's first frame)."""
+        bootstrap=truncation: a time-out bootstraps from the timed-out episode's final frame
+        (``finals``; with SAME_STEP autoreset ``obs`` holds the new episode's first frame)."""
         if self.cfg.training.bootstrap != "truncation" or not (trunc & ~term).any():
             return next_state, done.astype(np.float32)
         # (a fault's truncation is not passed in as one: its episode has no final frame to bootstrap from)
         idx = np.flatnonzero(trunc & ~term)
-        final = {k: np.stack([raw_info["final_obs"][i][k] for i in idx]) for k in obs}
+        final = {k: np.stack([finals[i][k] for i in idx]) for k in obs}
         next_state = next_state.clone()
         next_state[torch.as_tensor(idx)] = self.steering.encode(obs_to_torch(final, self.device)).state
         return next_state, term.astype(np.float32)
