@@ -47,6 +47,12 @@ class Encoded:
     def index(self, idx) -> "Encoded":
         return Encoded(self.state[idx], {k: v[idx] for k, v in self.parts.items()})
 
+    @staticmethod
+    def cat(parts: list["Encoded"]) -> "Encoded":
+        """Consecutive batches as one (the inverse of index() over slices)."""
+        return Encoded(torch.cat([e.state for e in parts]), {k: torch.cat([e.parts[k] for e in parts])
+                                                              for k in parts[0].parts})
+
 
 class Steering:
     """Base class: holds the frozen policy (never trained here)."""

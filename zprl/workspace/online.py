@@ -274,10 +274,8 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
                           self.steering.encode(obs_to_torch(obs, self.device))))
         obs, term, trunc, info, finals, encs = zip(*parts)
         info = {k: np.concatenate([i[k] for i in info]) for k in info[0]}
-        next_enc = Encoded(torch.cat([e.state for e in encs]),
-                           {k: torch.cat([e.parts[k] for e in encs]) for k in encs[0].parts})
         return torch.cat(rl_actions), (join_obs(list(obs)), np.concatenate(term), np.concatenate(trunc), info,
-                                       [f for fs in finals for f in fs], next_enc)
+                                       [f for fs in finals for f in fs], Encoded.cat(list(encs)))
 
     def _store(self, enc: Encoded, rl_action, obs, term, trunc, info: dict, finals: list, next_enc: Encoded) -> None:
         """The transitions of one chunk in every env, the episode bookkeeping, the counters."""
