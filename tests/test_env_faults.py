@@ -92,3 +92,37 @@ def test_a_non_finite_step_ends_the_episode_as_a_fault(mujoco_log_left_alone):
         assert env.reset(seed=1)[0]["robot0_eef_pos"].shape == (2, 3) and not env.step(np.nan_to_num(chunk))[4]["fault"]
     finally:
         env.close()
+
+
+def test_env_groups_keep_a_faulty_worker_to_its_own_env(mujoco_log_left_alone):
+    """training.env_groups: the training envs as 2 fault-tolerant vector envs behind EnvGroups. A worker
+    killed in the second group reports its env's episode as the fault at that env's place in the batch,
+    replacements in different groups get different seeds, and calls reach every env in order."""
+    from zprl.env.vector_env import EnvGroups, join_obs
+    from zprl.workspace.online import FAULT_SEED_BASE, fault_seeds
+
+    cfg = RolloutEnvConfig(env_meta=make_env_meta("lift", obs="low_dim", abs_action=True), shape_meta=SHAPE_META,
+                           n_obs_steps=1, n_action_steps=4, max_steps=200, render_size=None)
+    envs = EnvGroups([make_vector_env(cfg, 1, asynchronous=True, autoreset_mode=AutoresetMode.SAME_STEP,
+                                      restart_failed=True, restart_seed=fault_seeds(g, 2))
+                      for g in range(2)])
+    try:
+        assert envs.num_envs == 2 and envs.groups == [slice(0, 1), slice(1, 2)]
+        obs, _ = envs.reset(seed=[0, 1])
+        envs.envs[1].processes[0].kill()
+        a = np.zeros((2, 1, 4, 10), np.float32)  # per group: (1 env, 4 steps, 10-D)
+        a[:, :, :, :3] = obs["robot0_eef_pos"][:, None, -1:, :]
+        a[:, :, :, 3:9] = [1, 0, 0, 0, -1, 0]
+        for g in range(2):
+            envs.step_async(g, a[g])
+        results = [envs.step_wait(g) for g in range(2)]
+        fault = np.concatenate([step_info(r[4])["fault"] for r in results])
+        assert fault.tolist() == [False, True] and envs.envs[1].restarts == 1
+        assert join_obs([r[0] for r in results])["robot0_eef_pos"].shape == (2, 1, 3)
+        assert len(envs.call("episode_record")) == 2
+        # the workspace's replacement seeds: disjoint between groups, the ungrouped loop's rule for one group
+        seeds = [{fault_seeds(g, 2)(0, r) for r in range(50)} for g in range(2)]
+        assert not seeds[0] & seeds[1] and min(seeds[0] | seeds[1]) == FAULT_SEED_BASE
+        assert [fault_seeds(0, 1)(0, r) for r in range(3)] == [FAULT_SEED_BASE + r for r in range(3)]
+    finally:
+        envs.close(terminate=True)

@@ -55,6 +55,13 @@ FAULT_SEED_BASE = 10 ** 9
 LOSS_TERMS = ("critic_loss", "actor_loss", "alpha_loss")
 
 
+def fault_seeds(group: int, n_groups: int):
+    """restart_seed(index, restarts) for the training envs of ``group``: the first seeds of the episodes
+    that replace ones lost to env faults, from FAULT_SEED_BASE, disjoint between groups (one group:
+    FAULT_SEED_BASE + restarts)."""
+    return lambda index, restarts: FAULT_SEED_BASE + restarts * n_groups + group
+
+
 def obs_to_torch(obs: dict, device, dtype=torch.float32) -> dict:
     return {k: torch.as_tensor(np.asarray(v), device=device, dtype=dtype) for k, v in obs.items()}
 
@@ -176,7 +183,7 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
         envs = [make_vector_env(train_cfg, n, asynchronous=o.n_envs > 1, autoreset_mode=AutoresetMode.SAME_STEP,
                                 restart_failed=True,
                                 step_timeout=self.cfg.training.get("env_step_timeout_s"),
-                                restart_seed=lambda index, restarts, g=g: FAULT_SEED_BASE + restarts * n_groups + g)
+                                restart_seed=fault_seeds(g, n_groups))
                 for g, n in enumerate(sizes)]
         self.envs = envs[0] if n_groups == 1 else EnvGroups(envs)
         self.evaluator = hydra.utils.instantiate(self.cfg.evaluator, _partial_=True)(
