@@ -75,10 +75,10 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
             apply_debug_overrides(cfg)
         if cfg.training.bootstrap not in ("never", "truncation"):
             raise UserInputError(f"training.bootstrap={cfg.training.bootstrap!r} must be 'never' or 'truncation'")
-        groups = cfg.training.get("env_groups", 1)
-        if not isinstance(groups, int) or not 1 <= groups <= cfg.online_task.n_envs:
-            raise UserInputError(f"training.env_groups={groups!r}: must be an integer from 1 to online_task.n_envs "
-                                 f"({cfg.online_task.n_envs})")
+        self.n_env_groups = cfg.training.get("env_groups", 1)
+        if not isinstance(self.n_env_groups, int) or not 1 <= self.n_env_groups <= cfg.online_task.n_envs:
+            raise UserInputError(f"training.env_groups={self.n_env_groups!r}: must be an integer from 1 to "
+                                 f"online_task.n_envs ({cfg.online_task.n_envs})")
         self.device = resolve_device(cfg.training.device)
         set_seed(cfg.training.seed)
         base_ckpt = cfg.online_task.base_ckpt
@@ -178,7 +178,7 @@ class OnlineWorkspace(OnlineCheckpointing, BaseWorkspace):
                                      render_device=str(self.device) if self.device.type == "cuda" else None)
         # a worker that dies, raises or hangs is replaced and its episode counted as a fault (truncated);
         # replacements start from seeds no training episode uses (and no other group's replacements)
-        n_groups = int(self.cfg.training.get("env_groups", 1))
+        n_groups = self.n_env_groups
         sizes = [len(a) for a in np.array_split(np.arange(o.n_envs), n_groups)]
         envs = [make_vector_env(train_cfg, n, asynchronous=o.n_envs > 1, autoreset_mode=AutoresetMode.SAME_STEP,
                                 restart_failed=True,
