@@ -28,17 +28,18 @@ import tempfile
 import time
 import types
 
-import numpy as np
 import torch
 from builders import DATA_DIR, ONLINE_CONFIG, REPO, compose, ensure_image_dataset, ensure_lowdim_dataset
 from omegaconf import OmegaConf, open_dict
 from timing import base_parser, interleaved, markdown_table, median, print_headline, setup, spread
 
 import zprl.workspace.online as online_mod
+import zprl.workspace.online_collect as collect_mod
 from zprl.demo_plan import DemoPlan
 from zprl.env.vector_env import RolloutEnvConfig, make_vector_env
 from zprl.policy.checkpoint import load_base_policy
-from zprl.workspace.online import OnlineWorkspace, obs_to_torch
+from zprl.workspace.online import OnlineWorkspace
+from zprl.workspace.online_collect import obs_to_torch
 
 
 def ensure_base_ckpt(obs: str, small: bool) -> str:
@@ -87,7 +88,7 @@ SETTINGS = {
 }
 
 
-def online_cfg(args, setting: dict, base_ckpt: str, out_dir: str, overlap: bool, groups: int):
+def online_cfg(args, setting: dict, base_ckpt: str, overlap: bool, groups: int):
     n = args.n_envs or setting["n_envs"]
     cfg = compose(ONLINE_CONFIG, [f"online_task=lift_{args.obs}_abs", f"online_task.base_ckpt={base_ckpt}",
                                   f"training.device={args.device}", "logging.mode=disabled"])
@@ -110,7 +111,7 @@ def online_cfg(args, setting: dict, base_ckpt: str, out_dir: str, overlap: bool,
 def loop_variant(args, setting: dict, base_ckpt: str, device, breakdowns: list, overlap: bool, groups: int = 1):
     def run():
         with tempfile.TemporaryDirectory(prefix="zprl_bench_online_") as out:
-            cfg = online_cfg(args, setting, base_ckpt, out, overlap, groups)
+            cfg = online_cfg(args, setting, base_ckpt, overlap, groups)
             ws = OnlineWorkspace(cfg, output_dir=out)
             clock = Clock(device)
             gen = torch.Generator().manual_seed(0)
@@ -146,12 +147,13 @@ def loop_variant(args, setting: dict, base_ckpt: str, device, breakdowns: list, 
                 def close(self):
                     window["t1"] = time.perf_counter()
 
-            saved = online_mod.make_vector_env, online_mod.tqdm
-            online_mod.make_vector_env, online_mod.tqdm = vector_env, types.SimpleNamespace(tqdm=Bar)
+            # (the envs are built in online_collect.py, the progress bar in online.py)
+            saved = collect_mod.make_vector_env, online_mod.tqdm
+            collect_mod.make_vector_env, online_mod.tqdm = vector_env, types.SimpleNamespace(tqdm=Bar)
             try:
                 ws.run()
             finally:
-                online_mod.make_vector_env, online_mod.tqdm = saved
+                collect_mod.make_vector_env, online_mod.tqdm = saved
             wall = window["t1"] - window["t0"]
             env_steps = ws.agent_steps * ws.n_action_steps
             breakdowns.append({**{k: v / wall for k, v in clock.totals.items()}, "wall": wall,

@@ -99,7 +99,7 @@ def test_env_groups_keep_a_faulty_worker_to_its_own_env(mujoco_log_left_alone):
     killed in the second group reports its env's episode as the fault at that env's place in the batch,
     replacements in different groups get different seeds, and calls reach every env in order."""
     from zprl.env.vector_env import EnvGroups, join_obs
-    from zprl.workspace.online import FAULT_SEED_BASE, fault_seeds
+    from zprl.workspace.online_collect import FAULT_SEED_BASE, fault_seeds
 
     cfg = RolloutEnvConfig(env_meta=make_env_meta("lift", obs="low_dim", abs_action=True), shape_meta=SHAPE_META,
                            n_obs_steps=1, n_action_steps=4, max_steps=200, render_size=None)
