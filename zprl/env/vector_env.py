@@ -321,7 +321,7 @@ class EnvGroups:
     """The training envs as groups of worker processes that step independently (``training.env_groups``).
 
     Each group is its own vector env, so one group can simulate a chunk while the main process computes
-    another group's next chunk (zprl/workspace/online.py). Towards the rest of the loop it is one batch
+    another group's next chunk (zprl/workspace/online_collect.py). Towards the rest of the loop it is one batch
     of envs in a fixed order, group 0's envs first: ``reset(seed=[...])``, ``call``, ``set_attr`` and
     ``close`` split their per-env arguments by group and join the answers in that order.
     """
