@@ -410,3 +410,21 @@ def test_max_env_steps_reads_runs_up_to_one_budget(tmp_path, base_file, capsys):
     with pytest.raises(SystemExit) as exit_:
         run_cli(main, [long, "-o", out, "--max-env-steps", "-5"])
     assert exit_.value.code == 2 and "--max-env-steps -5" in capsys.readouterr().err
+
+
+def test_training_smoothness_leaves_out_non_finite_records_and_says_so(tmp_path, base_file):
+    # a record whose window held an env fault's chunk logged train/action_delta "nan" (the logger's
+    # form of a non-finite float): it must neither turn the method's mean into nan nor vanish silently
+    run = make_run(tmp_path / "runs", "zprl_0", "zprl", 0, [0.2, 0.5, 0.8], base_file)
+    records = [json.loads(line) for line in open(os.path.join(run, "logs.json.txt"))]
+    train = [r for r in records if r.get("train/warmup") == 0]
+    train[0]["train/action_delta"] = "nan"
+    write_logs(run, records)
+    loaded = load_run(run)
+    assert loaded.smoothness_skipped == 1
+    assert loaded.smoothness["train/action_delta"] == pytest.approx(0.03)  # the finite record alone
+    out = str(tmp_path / "out")
+    write_report([run], out)
+    text = open(os.path.join(out, "report.md")).read()
+    assert "| zprl | 0.03 | " in text and "nan" not in text.split("## Definitions")[0]
+    assert f"leaves out records whose value is not finite (an env fault's chunk in their window): {run} (1)." in text

@@ -177,7 +177,8 @@ DEFINITIONS = [
     "action delta / jerk: mean ‖p_t − p_{t−1}‖ of the commanded end-effector position (m per control step) and "
     "mean squared third difference ‖p_t − 3p_{t−1} + 3p_{t−2} − p_{t−3}‖², over the actions executed, never "
     "across episode boundaries (zprl/rl/smoothness.py). Training: mean of the logged train/action_delta and "
-    "train/action_jerk (stochastic actor, exploration) over the training records after warm-up. Evaluation: "
+    "train/action_jerk (stochastic actor, exploration) over the training records after warm-up (a record whose "
+    "value is not finite is left out and counted under the table). Evaluation: "
     f"mean of eval/action_delta and eval/action_jerk (deterministic actor) over the evaluations final success "
     "uses.",
     "wall time: the run's last logged time/wall_s (resumed segments summed; evaluations included). CPU share: "
@@ -226,6 +227,10 @@ def render_markdown(runs: list[Run], summary: dict, plot_name: str, max_env_step
     for method, row in summary.items():
         lines.append(f"| {method} | {_pm(row['train/action_delta'], '.4g')} | {_pm(row['train/action_jerk'], '.4g')} | "
                      f"{_pm(row['eval/action_delta'], '.4g')} | {_pm(row['eval/action_jerk'], '.4g')} |")
+    skipped = [r for r in runs if r.smoothness_skipped]
+    if skipped:
+        lines += ["", "training smoothness leaves out records whose value is not finite (an env fault's chunk in "
+                  "their window): " + ", ".join(f"{r.path} ({r.smoothness_skipped})" for r in skipped) + "."]
     base_smooth = {k: [v for v in (r.base_eval_smoothness(k) for r in runs) if v is not None] for k in SMOOTHNESS_KEYS}
     if all(base_smooth.values()):
         lines += ["", f"base policy in evaluation (mean over the {len(base_smooth['action_delta'])} runs' base "

@@ -28,6 +28,7 @@ class Run:
     success: np.ndarray        # eval/success_rate at those steps
     base_success: float | None
     smoothness: dict = field(default_factory=dict)  # train/action_delta, train/action_jerk: post-warm-up means
+    smoothness_skipped: int = 0                     # training records left out of those means (not finite)
     base_only: np.ndarray | None = None             # per evaluation: the base policy's (at 0, before learning)
     eval_smoothness: dict = field(default_factory=dict)  # eval/<key> -> per evaluation, NaN where not logged
     eval_wall_s: np.ndarray | None = None           # time/wall_s at each evaluation, NaN where not logged
@@ -259,10 +260,14 @@ def load_run(run_dir: str, max_env_steps: int | None = None) -> Run:
     base_only = np.array([bool(r.get("eval/base_only", 0)) for r in ordered])
     base = [float(r["eval/success_rate"]) for r in ordered if r.get("eval/base_only")]
     learning = [r for r in records if r.get("train/warmup") == 0] or [r for r in records if "train/warmup" in r]
-    smooth = {}
+    smooth, skipped = {}, 0
     for key in ("train/action_delta", "train/action_jerk"):
-        vals = [float(r[key]) for r in learning if key in r]
-        if vals:
+        vals = np.array([float(r[key]) for r in learning if key in r])
+        # a record whose window held an env fault's chunk (non-finite actions, logs from before the loop
+        # left faulted chunks out of the tracker) says nothing about smoothness: left out, and counted
+        skipped = max(skipped, int((~np.isfinite(vals)).sum()))
+        vals = vals[np.isfinite(vals)]
+        if len(vals):
             smooth[key] = float(np.mean(vals))
     eval_smooth = {f"eval/{k}": np.array([_float(r, f"eval/{k}") for r in ordered]) for k in SMOOTHNESS_KEYS
                    if any(f"eval/{k}" in r for r in ordered)}
@@ -272,7 +277,7 @@ def load_run(run_dir: str, max_env_steps: int | None = None) -> Run:
     train_steps = np.array(sorted(last100), dtype=np.int64)
     return Run(run_dir, _method_name(cfg, state), int(cfg.training.seed), identity, steps, success,
                base[0] if base else None, smooth, base_only=base_only, eval_smoothness=eval_smooth,
-               eval_wall_s=eval_wall, train_steps=train_steps,
+               eval_wall_s=eval_wall, train_steps=train_steps, smoothness_skipped=skipped,
                train_last100=np.array([last100[s] for s in train_steps], dtype=np.float64),
                budget=max(int(r["env_steps"]) for r in records if "env_steps" in r),
                wall_s=float(timed[-1]["time/wall_s"]) if timed else None,
