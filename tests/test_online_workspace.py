@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import run_online
+from conftest import run_online, run_records
 from zprl.common.checkpoint import BASE_SHA_FILE, load_checkpoint, weights_sha256
 from zprl.common.logging import read_json_lines
 
@@ -152,3 +152,35 @@ def test_time_outs_bootstrap_from_their_final_frame_with_and_without_env_groups(
     assert moved == [i for i in range(62) if (i // 2) % 10 == 9]  # the 10th chunk of each episode, both envs
     assert not data["terminal"][:64].any()  # time-outs bootstrap
 
+
+
+def test_a_faulted_chunk_is_not_a_smoothness_sample(tiny_base_ckpt, tmp_path, monkeypatch):
+    """An env whose chunk is non-finite (as when a diverged simulation's observation decodes to NaN
+    actions) is truncated as a fault; its chunk must not reach the training smoothness, which would
+    otherwise log train/action_delta = nan for the whole log window (seen in a can evidence run)."""
+    import numpy as np
+
+    from zprl.workspace import online_collect
+
+    make = online_collect.make_vector_env
+
+    def make_with_one_nan_chunk(*args, **kwargs):
+        envs = make(*args, **kwargs)
+        step_async, calls = envs.step_async, {"n": 0}
+
+        def nan_on_the_5th(chunk):
+            calls["n"] += 1
+            if calls["n"] == 5:  # env 0's 5th chunk of the run
+                chunk = np.array(chunk, copy=True)
+                chunk[0] = np.nan
+            return step_async(chunk)
+
+        envs.step_async = nan_on_the_5th
+        return envs
+
+    monkeypatch.setattr(online_collect, "make_vector_env", make_with_one_nan_chunk)
+    ws, _ = run_online(tiny_base_ckpt, tmp_path)
+    records = run_records(tmp_path)
+    assert ws.env_faults == 1 and [r["train/env_faults"] for r in records if "train/env_faults" in r][-1] == 1
+    deltas = [r["train/action_delta"] for r in records if "train/action_delta" in r]
+    assert deltas and all(isinstance(d, float) and np.isfinite(d) for d in deltas)
