@@ -12,6 +12,8 @@
 # Check the new runs' base_policy.sha256 against the committed ones before pooling: the report refuses
 # other bases. Interrupted (a session's end)? Run the same command again on a machine that kept data/: each
 # run continues exactly from its latest checkpoint (training.resume=true; a run without one starts afresh).
+# Another lift base (e.g. base D, what an AMD EPYC with AVX-512 builds): its own page, lambda computed per base:
+#   LAM=match_action_residual RESULTS=docs/results/lift_base_d scripts/cpu_runs/seed_pair.sh lift 1
 # The authors' full SAC settings for 50k env steps (the issue's check of the CPU-sized setting):
 #   CRITICS=10 UTD=5 AGENT_STEPS=12500 RESULTS=docs/results/lift_utd5 scripts/cpu_runs/seed_pair.sh lift 1
 #   usage: scripts/cpu_runs/seed_pair.sh TASK SEED      (logs: data/logs/TASK_pair_SEED_c10u1_{zprl,ar}.log)
@@ -24,7 +26,10 @@ case $TASK in
   lift)
     BASE=data/peer_check/ours_lr1e-3/checkpoints/latest.ckpt
     [ -f "$BASE" ] || bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base.log 2>&1
-    LAM=0.8; ZNAME=zprl_lambda0.8; ZRUN=zprl_lam08 ;;
+    # lambda 0.8 = base B's reach; LAM=match_action_residual computes it per base (as for can)
+    LAM=${LAM:-0.8}
+    if [ "$LAM" = match_action_residual ]; then ZNAME=zprl_match; ZRUN=zprl_match
+    else ZNAME=zprl_lambda$LAM; ZRUN=zprl_lam${LAM//./}; fi ;;
   can)
     BASE_RUN=data/runs/offline_can_lowdim_lr1e-3_e100
     BASE=$BASE_RUN/checkpoints/latest.ckpt
