@@ -45,14 +45,17 @@ def _restore(env, state, model_xml=None):
         env.env.sim.forward()
 
 
-def _start_episode(env, state, model_xml=None):
+def _start_episode(env, state, model_xml=None, init_qpos_posture=False):
     """Restore a demo's first state and set every controller up as it was when the demo began.
 
     A recorded episode starts at a reset, where robosuite gives each controller the robot's own
     joints as nullspace posture and its own pose as goal. After loading a state both would still
     come from this env's reset (other random joint noise): the posture bends the replayed motion,
     and a stale goal orientation matters whenever a delta action has an exactly zero rotation
-    (robosuite then keeps the previous goal orientation).
+    (robosuite then keeps the previous goal orientation). ``init_qpos_posture``: the recording's
+    posture was the robot's noiseless ``init_qpos`` instead (zprl's generator sets it so, see
+    zprl/data/generate_demos.py); replaying a transport demo with the wrong posture drifts off it
+    from the first step and fails most hand-overs.
     """
     if model_xml is None:
         env.reset()
@@ -60,7 +63,8 @@ def _start_episode(env, state, model_xml=None):
     for robot in env.env.robots:
         ctrl = robot.controller
         ctrl.update(force=True)
-        ctrl.update_initial_joints(ctrl.joint_pos)  # also resets the goal to the current pose
+        # (also resets the goal to the current pose)
+        ctrl.update_initial_joints(robot.init_qpos if init_qpos_posture else ctrl.joint_pos)
 
 
 def _arm_slices(env):
@@ -99,9 +103,10 @@ def delta_to_absolute(env, states: np.ndarray, actions: np.ndarray, model_xml: s
     return out
 
 
-def replay(env, initial_state: np.ndarray, actions: np.ndarray, model_xml: str | None = None):
+def replay(env, initial_state: np.ndarray, actions: np.ndarray, model_xml: str | None = None,
+           init_qpos_posture: bool = False):
     """Run actions open-loop from a state; returns (ever succeeded, eef positions (T, arms, 3))."""
-    _start_episode(env, initial_state, model_xml)
+    _start_episode(env, initial_state, model_xml, init_qpos_posture)
     sim = env.env.sim
     names = [r.controller.eef_name for r in env.env.robots]
     eef = np.zeros((len(actions), len(names), 3))
@@ -120,7 +125,8 @@ def replay(env, initial_state: np.ndarray, actions: np.ndarray, model_xml: str |
 class DemoConverter:
     """Holds the envs one process needs; converts and (optionally) checks demos one by one."""
 
-    def __init__(self, env_meta: dict, check: bool):
+    def __init__(self, env_meta: dict, check: bool, init_qpos_posture: bool = False):
+        self.init_qpos_posture = init_qpos_posture  # the replays' controller posture (_start_episode)
         self.delta_env = make_replay_env(env_meta, abs_action=False)
         self.abs_env = make_replay_env(env_meta, abs_action=True) if check else None
 
@@ -135,8 +141,8 @@ class DemoConverter:
         model = model.decode() if isinstance(model, bytes) else model
         result = {"demo": demo, "actions": delta_to_absolute(self.delta_env, states, actions, model)}
         if self.abs_env is not None:
-            ok_delta, eef_delta = replay(self.delta_env, states[0], actions, model_xml=None)
-            ok_abs, eef_abs = replay(self.abs_env, states[0], result["actions"], model)
+            ok_delta, eef_delta = replay(self.delta_env, states[0], actions, None, self.init_qpos_posture)
+            ok_abs, eef_abs = replay(self.abs_env, states[0], result["actions"], model, self.init_qpos_posture)
             result.update(delta_success=ok_delta, abs_success=ok_abs,
                           max_eef_gap=float(np.linalg.norm(eef_delta - eef_abs, axis=-1).max()))
         return result
@@ -145,19 +151,19 @@ class DemoConverter:
 _worker: DemoConverter | None = None
 
 
-def _init_worker(env_meta: dict, check: bool) -> None:
+def _init_worker(env_meta: dict, check: bool, init_qpos_posture: bool) -> None:
     global _worker
     import torch
 
     torch.set_num_threads(1)
-    _worker = DemoConverter(env_meta, check)
+    _worker = DemoConverter(env_meta, check, init_qpos_posture)
 
 
 def _work(job):
     return _worker(*job)
 
 
-def _run_all(path, demos, env_meta, check, workers, show_progress):
+def _run_all(path, demos, env_meta, check, workers, show_progress, init_qpos_posture=False):
     from tqdm import tqdm
 
     bar = tqdm(total=len(demos), desc="convert to absolute" + (" + replay check" if check else ""),
@@ -165,7 +171,7 @@ def _run_all(path, demos, env_meta, check, workers, show_progress):
     results = {}
     try:
         if workers <= 1:
-            conv = DemoConverter(env_meta, check)
+            conv = DemoConverter(env_meta, check, init_qpos_posture)
             for d in demos:
                 results[d] = conv(path, d)
                 bar.update()
@@ -173,7 +179,8 @@ def _run_all(path, demos, env_meta, check, workers, show_progress):
             import multiprocessing as mp
 
             # spawn: robosuite/MuJoCo state must not be inherited from the parent process.
-            with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(env_meta, check)) as pool:
+            with mp.get_context("spawn").Pool(workers, initializer=_init_worker,
+                                                  initargs=(env_meta, check, init_qpos_posture)) as pool:
                 for r in pool.imap_unordered(_work, [(path, d) for d in demos]):
                     results[r["demo"]] = r
                     bar.update()
@@ -266,7 +273,10 @@ def convert_file(input, output, overwrite=False, check=True, show_progress=True,
 
     all_demos = info["demos"]  # no filter key: every demo in the file gets converted
     start = time.time()
-    results = _run_all(input, all_demos, info["env_meta"], check, max(1, int(workers)), show_progress)
+    # zprl's generator records with the noiseless init_qpos as null-space posture; other recordings with
+    # the joints robosuite reset to
+    results = _run_all(input, all_demos, info["env_meta"], check, max(1, int(workers)), show_progress,
+                       init_qpos_posture=info["is_generated"])
     summary = {"output": output, "num_demos": len(all_demos),
                "num_samples": int(sum(len(r["actions"]) for r in results.values()))}
     if check:
