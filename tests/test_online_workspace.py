@@ -94,6 +94,27 @@ def test_resume_continues_with_the_saved_buffer(online_run, tiny_base_ckpt, tmp_
     assert min(r["agent_steps"] for r in records) > 64  # no second base evaluation on resume
 
 
+def test_resume_from_a_step_snapshot_says_it_has_no_buffer(online_run, tiny_base_ckpt, tmp_path, caplog):
+    """step_XXXXXX.ckpt holds no replay buffer: copied over latest.ckpt (to go back), the run goes on
+    with an empty buffer, and says so instead of passing for an exact resume."""
+    import logging
+    import shutil
+
+    _, _, out = online_run
+    (tmp_path / "back" / "checkpoints").mkdir(parents=True)
+    shutil.copy(os.path.join(out, "checkpoints", "step_000064.ckpt"), tmp_path / "back" / "checkpoints" / "latest.ckpt")
+    small = {"training.debug": "false", "online_task.n_envs": 2, "online_task.n_eval_envs": 2,
+             "online_task.n_eval_episodes": 2, "online_task.n_eval_vis": 0, "online_task.max_steps": 80,
+             "training.warmup_agent_steps": 16, "training.training_freq": 16, "training.batch_size": 8,
+             "training.buffer_size": 1000, "training.eval_every": 64, "training.checkpoint_every": 64,
+             "training.log_every": 16, "training.total_agent_steps": 80, "training.resume": "true"}
+    with caplog.at_level(logging.WARNING, logger="zprl"):
+        workspace, _ = run_online(tiny_base_ckpt, tmp_path / "back", **small)
+    assert workspace.agent_steps == 80 and len(workspace.buffer) == 16  # the 64 earlier transitions are gone
+    assert any("holds no replay buffer" in r.getMessage() and "agent step 64" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_eval_sum_evaluates_the_composed_policy(online_run, tmp_path):
     import eval_sum
 

@@ -100,6 +100,10 @@ class OnlineCheckpointing:
         self.sac.load_state_dict(state["sac"])
         if state["replay"] is not None:
             self.buffer.load_state_dict(state["replay"])
+        else:  # a step_XXXXXX.ckpt copied over latest.ckpt (to go back): the weights, not the data
+            log.warning("the checkpoint holds no replay buffer (step_XXXXXX.ckpt files do not): the run goes on "
+                        "from agent step %d with an empty buffer, so it is not the run it was; only latest.ckpt "
+                        "continues a run exactly", state["counters"]["agent_steps"])
         self.sample_generator.set_state(state["sample_generator"])
         c = state["counters"]
         self.agent_steps, self.executed_env_steps = c["agent_steps"], c["executed_env_steps"]
