@@ -218,6 +218,37 @@ def test_noise_collects_from_the_posterior_sample_and_evaluates_from_mu(base):
     assert start.abs().max() > 1.5 and abs(start.std().item() - 1.0) < 0.01
 
 
+def test_posterior_logvar_max_caps_the_collected_latent(base):
+    """On unfamiliar observations the VIB's log-variance head extrapolates (can runs: up to 88): the
+    authors' uncapped sample is then astronomically far from mu; posterior_logvar_max=0 keeps it no
+    wider than the prior, for ZPRL's z and for the noise interface's decoded condition alike. Evaluation
+    (mu) is the same either way."""
+    import copy
+
+    policy, cfg = base
+    wide = copy.deepcopy(policy)
+    with torch.no_grad():
+        wide.vib_encoder.logvar.bias += 60.0  # sigma ~ e^30, as on the can runs' worst observations
+    obs = dataset_obs(cfg)
+    mu, logvar = wide.vib_posterior(wide.encode_obs(obs))
+    uncapped = seeded(lambda: S.LatentSteering(wide, res_scale=0.5).encode(obs).parts["z"])
+    capped = seeded(lambda: S.LatentSteering(wide, res_scale=0.5, posterior_logvar_max=0).encode(obs).parts["z"])
+    assert (uncapped - mu).abs().max() > 1e10
+    torch.testing.assert_close(capped, seeded(lambda: mu + torch.randn_like(mu)))  # sigma capped at 1
+    evaluated = [S.LatentSteering(wide, res_scale=0.5, posterior_logvar_max=m).encode(obs, deterministic=True)
+                 for m in (None, 0)]
+    torch.testing.assert_close(evaluated[0].parts["z"], mu)
+    torch.testing.assert_close(evaluated[1].parts["z"], mu)
+    noise = seeded(lambda: B.NoiseSteering(wide, posterior_logvar_max=0).encode(obs).parts["cond"])
+    torch.testing.assert_close(noise, wide.decode_latent(seeded(lambda: mu + torch.randn_like(mu))))
+    # a cap above every log-variance the observations give changes nothing
+    above = policy.vib_posterior(policy.encode_obs(obs))[1].max().item() + 0.1
+    torch.testing.assert_close(seeded(lambda: S.LatentSteering(policy, 0.5, posterior_logvar_max=above).encode(obs).parts["z"]),
+                               seeded(lambda: S.LatentSteering(policy, 0.5).encode(obs).parts["z"]), rtol=0, atol=0)
+    with pytest.raises(UserInputError, match="steering.posterior_logvar_max='wide': give a number"):
+        S.LatentSteering(policy, res_scale=0.5, posterior_logvar_max="wide")
+
+
 def test_latent_diagnostics_log_cond_delta_rms(base):
     policy, cfg = base
     steering = S.LatentSteering(policy, res_scale=0.3)

@@ -110,9 +110,10 @@ class NoiseSteering(Steering):
     name = "noise"
     actor_log_std_range = (-2.0, 2.0)
 
-    def __init__(self, policy, noise_bound: float = 1.5):
+    def __init__(self, policy, noise_bound: float = 1.5, posterior_logvar_max: float | None = None):
         super().__init__(policy)
         self.noise_bound = float(noise_bound)
+        self._set_posterior_logvar_max(posterior_logvar_max)
 
     @property
     def noise_shape(self) -> tuple[int, int]:

@@ -68,10 +68,36 @@ class Steering:
         return (lo if sac_cfg.get("log_std_min") is None else sac_cfg.log_std_min,
                 hi if sac_cfg.get("log_std_max") is None else sac_cfg.log_std_max)
 
+    # Cap on the posterior's log-variance where an interface samples z while collecting (None: the
+    # authors' uncapped posterior). Set by the interfaces that sample it (zprl, noise).
+    posterior_logvar_max: float | None = None
+
     def __init__(self, policy):
         self.policy = policy.eval()
         for p in self.policy.parameters():
             p.requires_grad_(False)
+
+    def _set_posterior_logvar_max(self, value) -> None:
+        if value is not None:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                from zprl.common.errors import UserInputError
+
+                raise UserInputError(f"steering.posterior_logvar_max={value!r}: give a number (0: never wider "
+                                     "than the prior) or null (the authors' uncapped posterior)") from None
+        self.posterior_logvar_max = value
+
+    def posterior_sample(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z ~ N(mu, exp(logvar)), the log-variance capped at ``posterior_logvar_max`` where set.
+
+        Why a cap exists: the VIB's log-variance head is trained only on the dataset's observations;
+        on unfamiliar ones (a steered arm far off the demonstrations) it extrapolates, and in can runs
+        it reached 88 (sigma ~1e19), so the collected z, its decoded condition and the executed chunk
+        became garbage for tens of steps (docs/steering.md, "The posterior on unfamiliar observations")."""
+        if self.posterior_logvar_max is not None:
+            logvar = logvar.clamp(max=self.posterior_logvar_max)
+        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
     @property
     def device(self) -> torch.device:
@@ -155,7 +181,7 @@ class Steering:
         without one, the embedding itself."""
         if getattr(self.policy, "use_vib", False):
             mu, logvar = self.policy.vib_posterior(emb)
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if posterior_sample else mu
+            z = self.posterior_sample(mu, logvar) if posterior_sample else mu
             return self.policy.decode_latent(z)
         return emb
 
@@ -193,10 +219,12 @@ class LatentSteering(Steering):
     RULES = ("auto", "match_action_residual")
 
     def __init__(self, policy, res_scale: float | str = 0.5, calibration_target: float = 0.1,
-                 calibration_samples: int = 4096, calibration_seed: int = 0, calibration_alpha_res: float = 0.1):
+                 calibration_samples: int = 4096, calibration_seed: int = 0, calibration_alpha_res: float = 0.1,
+                 posterior_logvar_max: float | None = None):
         super().__init__(policy)
         if not getattr(policy, "use_vib", False):
             raise ValueError("latent steering needs a base policy trained with the VIB (policy.use_vib=true)")
+        self._set_posterior_logvar_max(posterior_logvar_max)
         self.res_scale = parse_res_scale(res_scale, self.RULES)
         self.calibration_target = float(calibration_target)
         self.calibration_samples = int(calibration_samples)
@@ -219,7 +247,7 @@ class LatentSteering(Steering):
     def encode(self, obs: dict, deterministic: bool = False) -> Encoded:
         emb = self.encode_obs(obs, deterministic)
         mu, logvar = self.policy.vib_posterior(emb)
-        z = mu if deterministic else mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        z = mu if deterministic else self.posterior_sample(mu, logvar)
         return Encoded(torch.cat([emb, z], dim=-1), {"z": z, "emb": emb})
 
     def _scale(self) -> float:
