@@ -428,3 +428,28 @@ def test_training_smoothness_leaves_out_non_finite_records_and_says_so(tmp_path,
     text = open(os.path.join(out, "report.md")).read()
     assert "| zprl | 0.03 | " in text and "nan" not in text.split("## Definitions")[0]
     assert f"leaves out records whose value is not finite (an env fault's chunk in their window): {run} (1)." in text
+
+
+def test_sac_actor_loss_blowups_are_named_with_their_runs(tmp_path, base_file):
+    # healthy runs keep |actor loss| within about 1; a window beyond 10 (can ZPRL's posterior blow-ups) is named
+    run = make_run(tmp_path / "runs", "zprl_0", "zprl", 0, [0.2, 0.5, 0.8, 0.8, 0.9], base_file,
+                   steps=(0, 400, 800, 1200, 1600))
+    quiet = make_run(tmp_path / "runs", "ar_0", "action_residual", 0, [0.2, 0.3, 0.4, 0.4, 0.5], base_file,
+                     steps=(0, 400, 800, 1200, 1600))
+    for path, losses in ((run, (0.3, 3.7e8, -0.2, 2.1e4)), (quiet, (0.3, -0.9, 1.0, 0.2))):
+        records = [json.loads(line) for line in open(os.path.join(path, "logs.json.txt"))]
+        train = [r for r in records if "train/warmup" in r]
+        for r, loss in zip(train, losses):
+            r["sac/actor_loss"] = loss
+        write_logs(path, records)
+    loaded, other = load_run(run), load_run(quiet)
+    train_steps = [r["env_steps"] for r in (json.loads(line) for line in open(os.path.join(run, "logs.json.txt")))
+                   if "train/warmup" in r]
+    assert loaded.sac_blowups == (train_steps[1], train_steps[3]) and other.sac_blowups == ()
+    assert loaded.sac_records == 4
+    out = str(tmp_path / "out")
+    write_report([run, quiet], out)
+    text = open(os.path.join(out, "report.md")).read()
+    assert (f"SAC actor loss beyond ±10 in a log window" in text
+            and f"{run} (2 of {loaded.sac_records} training records, first at {train_steps[1]:,} env steps)" in text)
+    assert f"{quiet} (" not in text.split("SAC actor loss beyond")[1].split("\n")[0]

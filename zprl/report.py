@@ -44,7 +44,7 @@ import numpy as np
 from zprl.common.errors import UserInputError, run_cli
 from zprl.report_reading import reading_lines, t_interval
 from zprl.report_runs import (  # noqa: F401  (load_run, normalized_auc: part of this module's API)
-    FINAL_EVALS, LAST100_EPISODES, SMOOTHNESS_KEYS, Run, check_comparable, expand_run_dirs, label_variants, load_run,
+    ACTOR_LOSS_BOUND, FINAL_EVALS, LAST100_EPISODES, SMOOTHNESS_KEYS, Run, check_comparable, expand_run_dirs, label_variants, load_run,
     normalized_auc,
 )
 
@@ -231,6 +231,12 @@ def render_markdown(runs: list[Run], summary: dict, plot_name: str, max_env_step
     if skipped:
         lines += ["", "training smoothness leaves out records whose value is not finite (an env fault's chunk in "
                   "their window): " + ", ".join(f"{r.path} ({r.smoothness_skipped})" for r in skipped) + "."]
+    blown = [r for r in runs if r.sac_blowups]
+    if blown:
+        lines += ["", f"SAC actor loss beyond ±{ACTOR_LOSS_BOUND:g} in a log window (healthy runs stay within about ±1; "
+                  "such a window held updates on states far outside the rest, e.g. the VIB posterior's blow-ups of "
+                  "docs/steering.md): " + ", ".join(f"{r.path} ({len(r.sac_blowups)} of {r.sac_records} training "
+                                                    f"records, first at {r.sac_blowups[0]:,} env steps)" for r in blown) + "."]
     base_smooth = {k: [v for v in (r.base_eval_smoothness(k) for r in runs) if v is not None] for k in SMOOTHNESS_KEYS}
     if all(base_smooth.values()):
         lines += ["", f"base policy in evaluation (mean over the {len(base_smooth['action_delta'])} runs' base "

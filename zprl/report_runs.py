@@ -16,6 +16,10 @@ IDENTITY_FIELDS = ("online_task.name", "online_task.eval_start_seed", "online_ta
 FINAL_EVALS = 5                           # final success = mean of the last 5 learned evaluations
 LAST100_EPISODES = 100                    # finished training episodes behind train/success_rate_last100
 SMOOTHNESS_KEYS = ("action_delta", "action_jerk")
+# With Q in [0, 1] and a small temperature the SAC actor loss stays within about +-1 (every healthy
+# committed run: at most 1.08 in magnitude); a log window beyond this held updates on states far
+# outside the rest (can ZPRL: the VIB posterior's blow-ups, docs/steering.md)
+ACTOR_LOSS_BOUND = 10.0
 
 
 @dataclass
@@ -29,6 +33,8 @@ class Run:
     base_success: float | None
     smoothness: dict = field(default_factory=dict)  # train/action_delta, train/action_jerk: post-warm-up means
     smoothness_skipped: int = 0                     # training records left out of those means (not finite)
+    sac_blowups: tuple = ()                         # env steps of records with |sac/actor_loss| > ACTOR_LOSS_BOUND
+    sac_records: int = 0                            # records with sac/actor_loss
     base_only: np.ndarray | None = None             # per evaluation: the base policy's (at 0, before learning)
     eval_smoothness: dict = field(default_factory=dict)  # eval/<key> -> per evaluation, NaN where not logged
     eval_wall_s: np.ndarray | None = None           # time/wall_s at each evaluation, NaN where not logged
@@ -269,6 +275,8 @@ def load_run(run_dir: str, max_env_steps: int | None = None) -> Run:
         vals = vals[np.isfinite(vals)]
         if len(vals):
             smooth[key] = float(np.mean(vals))
+    losses = [(int(r["env_steps"]), _float(r, "sac/actor_loss")) for r in records if "sac/actor_loss" in r]
+    blowups = tuple(step for step, loss in losses if not abs(loss) <= ACTOR_LOSS_BOUND)  # (nan counts too)
     eval_smooth = {f"eval/{k}": np.array([_float(r, f"eval/{k}") for r in ordered]) for k in SMOOTHNESS_KEYS
                    if any(f"eval/{k}" in r for r in ordered)}
     eval_wall = (np.array([_float(r, "time/wall_s") for r in ordered])
@@ -278,6 +286,7 @@ def load_run(run_dir: str, max_env_steps: int | None = None) -> Run:
     return Run(run_dir, _method_name(cfg, state), int(cfg.training.seed), identity, steps, success,
                base[0] if base else None, smooth, base_only=base_only, eval_smoothness=eval_smooth,
                eval_wall_s=eval_wall, train_steps=train_steps, smoothness_skipped=skipped,
+               sac_blowups=blowups, sac_records=len(losses),
                train_last100=np.array([last100[s] for s in train_steps], dtype=np.float64),
                budget=max(int(r["env_steps"]) for r in records if "env_steps" in r),
                wall_s=float(timed[-1]["time/wall_s"]) if timed else None,
