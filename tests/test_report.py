@@ -450,6 +450,6 @@ def test_sac_actor_loss_blowups_are_named_with_their_runs(tmp_path, base_file):
     out = str(tmp_path / "out")
     write_report([run, quiet], out)
     text = open(os.path.join(out, "report.md")).read()
-    assert (f"SAC actor loss beyond ±10 in a log window" in text
+    assert ("SAC actor loss beyond ±10 in a log window" in text
             and f"{run} (2 of {loaded.sac_records} training records, first at {train_steps[1]:,} env steps)" in text)
     assert f"{quiet} (" not in text.split("SAC actor loss beyond")[1].split("\n")[0]
