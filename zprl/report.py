@@ -44,8 +44,8 @@ import numpy as np
 from zprl.common.errors import UserInputError, run_cli
 from zprl.report_reading import reading_lines, t_interval
 from zprl.report_runs import (  # noqa: F401  (load_run, normalized_auc: part of this module's API)
-    ACTOR_LOSS_BOUND, FINAL_EVALS, LAST100_EPISODES, SMOOTHNESS_KEYS, Run, check_comparable, expand_run_dirs, label_variants, load_run,
-    normalized_auc,
+    ACTOR_LOSS_BOUND, FINAL_EVALS, LAST100_EPISODES, SMOOTHNESS_KEYS, Run, check_comparable, expand_run_dirs,
+    label_variants, load_run, normalized_auc,
 )
 
 TRAIN_THRESHOLDS = (0.5, 0.8, 0.9, 0.95)  # on train/success_rate_last100

@@ -61,16 +61,15 @@ class Steering:
     # The authors' actor: log-std in [-10, 2]; its zero output, the middle, is log-std -4 (std ~0.02),
     # so the first learned actions stay near action 0, which is the base policy.
     actor_log_std_range: tuple[float, float] = (-10.0, 2.0)
+    # Cap on the posterior's log-variance where an interface samples z while collecting (None: the
+    # authors' uncapped posterior). Set by the interfaces that sample it (zprl, noise).
+    posterior_logvar_max: float | None = None
 
     def log_std_bounds(self, sac_cfg) -> tuple[float, float]:
         """The actor's log-std range: ``sac.log_std_min/max`` where set, else this interface's."""
         lo, hi = self.actor_log_std_range
         return (lo if sac_cfg.get("log_std_min") is None else sac_cfg.log_std_min,
                 hi if sac_cfg.get("log_std_max") is None else sac_cfg.log_std_max)
-
-    # Cap on the posterior's log-variance where an interface samples z while collecting (None: the
-    # authors' uncapped posterior). Set by the interfaces that sample it (zprl, noise).
-    posterior_logvar_max: float | None = None
 
     def __init__(self, policy):
         self.policy = policy.eval()
