@@ -174,10 +174,9 @@ def test_time_outs_bootstrap_from_their_final_frame_with_and_without_env_groups(
     assert not data["terminal"][:64].any()  # time-outs bootstrap
 
 
-
 def test_a_faulted_chunk_is_not_a_smoothness_sample(tiny_base_ckpt, tmp_path, monkeypatch):
-    """An env whose chunk is non-finite (as when a diverged simulation's observation decodes to NaN
-    actions) is truncated as a fault; its chunk must not reach the training smoothness, which would
+    """An env whose chunk is non-finite (as when a blown-up VIB posterior decodes to non-finite
+    actions, docs/steering.md) is truncated as a fault; its chunk must not reach the training smoothness, which would
     otherwise log train/action_delta = nan for the whole log window (seen in a can evidence run)."""
     import numpy as np
 

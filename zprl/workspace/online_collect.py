@@ -167,7 +167,7 @@ class OnlineCollection:
         self.buffer.add(*rows)
         self.metrics.update(self.steering.diagnostics(enc, rl_action))
         n_exec = np.asarray(info["n_executed"])
-        # a fault's chunk (often non-finite actions from a diverged simulation) is not a smoothness sample
+        # a fault's chunk (e.g. non-finite actions decoded from a blown-up latent) is not a smoothness sample
         self.smooth.add(np.asarray(info["executed_actions"]), np.where(fault, 0, n_exec), done)
         self._count_episodes(np.asarray(info["success"]), done & ~fault)
         self.env_faults += int(fault.sum())
