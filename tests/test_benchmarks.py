@@ -84,7 +84,8 @@ def test_bench_sac_update_quick():
     # the reference is today's file itself (no git history needed): same weights, same updates
     lines = run_quick("bench_sac_update.py", "--reference", os.path.join(REPO, "zprl", "rl", "sac.py"))
     assert lines[-1].startswith("headline: updates_per_s_current_over_reference=")
-    assert [r[0] for r in table_rows(lines, "reference") + table_rows(lines, "current")] == ["reference", "current"]
+    assert [r[:2] for r in table_rows(lines, "reference") + table_rows(lines, "current")] == [
+        ["reference", "default"], ["reference", "keep"], ["current", "default"], ["current", "keep"]]
     (drift,) = [line for line in lines if line.startswith("max |Q_current - Q_reference|")]
     assert float(drift.split(": ")[1]) == 0.0
 

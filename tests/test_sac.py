@@ -10,7 +10,7 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 from zprl.rl.chunk import chunk_gamma, discounted_chunk_reward, env_steps
 from zprl.rl.replay import EmbeddingReplayBuffer
-from zprl.rl.sac import SAC, CriticEnsemble, TanhGaussianActor, squashed_gaussian_log_prob
+from zprl.rl.sac import SAC, CriticEnsemble, TanhGaussianActor, _no_param_grads, squashed_gaussian_log_prob
 
 S, A = 6, 3
 
@@ -125,13 +125,24 @@ def test_critic_members_and_split_first_layer_compute_each_members_mlp():
             h = torch.nn.functional.gelu(h @ layer.weight[i] + layer.bias[i])
         want.append(torch.sigmoid(h @ critic.out.weight[i] + critic.out.bias[i]).squeeze(-1))
     want = torch.stack(want)
+    # with weight gradients (the critic's step: one product over [s, a]) and without (split first layer)
     torch.testing.assert_close(critic(state, action), want)
+    with torch.no_grad():
+        torch.testing.assert_close(critic(state, action), want)
     members = torch.tensor([3, 0])
     torch.testing.assert_close(critic(state, action, members=members), want[members])
-    # the actor's pass: gradient reaches the action, none is asked of the state
+    # the critic's step: each member's weights get the gradient of its own plain MLP
+    critic(state, action).sum().backward()
+    first = critic.hidden[0].weight.grad.clone()
+    want[1].sum().backward()
+    torch.testing.assert_close(first[1], critic.hidden[0].weight.grad[1] - first[1])
+    # the actor's pass: gradient reaches the action, none is asked of the state or the weights
+    critic.zero_grad(set_to_none=True)
     action.requires_grad_(True)
-    critic(state, action).mean().backward()
+    with _no_param_grads(critic):
+        critic(state, action).mean().backward()
     assert action.grad is not None and action.grad.abs().sum() > 0 and state.grad is None
+    assert all(p.grad is None for p in critic.parameters())
 
 
 def test_critic_updates_lower_td_error_on_a_fixed_batch():

@@ -29,6 +29,10 @@ class BaseWorkspace:
 
             # On a busy CPU, intra-op threads that spin-wait for each other cost more than they give.
             torch.set_num_threads(int(cfg.training.num_threads))
+        if cfg.training.get("keep_freed_memory", True):
+            from zprl.common.memory import keep_freed_memory
+
+            keep_freed_memory()  # a step's tensors reuse the last step's pages instead of faulting in new ones
         self.wandb_run = None
         self.json_logger: JsonLinesLogger | None = None
 
