@@ -14,10 +14,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p data/logs
-LIFT_BASE=data/peer_check/ours_lr1e-3/checkpoints/latest.ckpt
-CAN_RUN=data/runs/offline_can_lowdim_lr1e-3_e100
-CAN_BASE=$CAN_RUN/checkpoints/latest.ckpt
-CAN_EVAL=${CAN_RUN}_eval/eval_log.json
+source scripts/cpu_runs/bases.sh  # LIFT_BASE, CAN_BASE_RUN, CAN_BASE
+CAN_EVAL=${CAN_BASE_RUN}_eval/eval_log.json
 
 finished() {  # RUN_DIR ENV_STEPS: the run's log holds its last evaluation
   [ -f "$1/logs.json.txt" ] && .venv/bin/python - "$1/logs.json.txt" "$2" <<'EOF'
@@ -51,8 +49,8 @@ wait_for_can_base() {  # lane 1 builds it; gives up when lane 1 reports that it 
 lane1() {
   rm -f data/logs/can_base.failed
   if [ ! -f "$CAN_EVAL" ]; then
-    echo "$(date +%T) can base: $CAN_RUN"
-    RUN=$CAN_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 training.num_epochs=100 \
+    echo "$(date +%T) can base: $CAN_BASE_RUN"
+    RUN=$CAN_BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 training.num_epochs=100 \
       training.rollout_every=100 training.checkpoint_every=5 training.val_every=5 \
       > data/logs/can_base_e100_driver.log 2>&1 || { echo "can base failed"; touch data/logs/can_base.failed; return 1; }
   fi

@@ -19,20 +19,21 @@
 #   usage: scripts/cpu_runs/seed_pair.sh TASK SEED      (logs: data/logs/TASK_pair_SEED_c10u1_{zprl,ar}.log)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/cpu_runs/bases.sh  # LIFT_BASE, CAN_BASE_RUN, CAN_BASE
 TASK=$1; SEED=$2
 RESULTS=${RESULTS:-docs/results/$TASK}
 mkdir -p data/logs
 case $TASK in
   lift)
-    BASE=data/peer_check/ours_lr1e-3/checkpoints/latest.ckpt
+    BASE=$LIFT_BASE
     [ -f "$BASE" ] || bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base.log 2>&1
     # lambda 0.8 = base B's reach; LAM=match_action_residual computes it per base (as for can)
     LAM=${LAM:-0.8}
     if [ "$LAM" = match_action_residual ]; then ZNAME=zprl_match; ZRUN=zprl_match
     else ZNAME=zprl_lambda$LAM; ZRUN=zprl_lam${LAM//./}; fi ;;
   can)
-    BASE_RUN=data/runs/offline_can_lowdim_lr1e-3_e100
-    BASE=$BASE_RUN/checkpoints/latest.ckpt
+    BASE_RUN=$CAN_BASE_RUN
+    BASE=$CAN_BASE
     # nothing else runs while the base builds: the data on 2 workers, the training on 2 torch threads
     # (~6.3 steps/s on 2 idle cores of an AMD EPYC with AVX-512: ~50 min for the 18,500 steps; two spinning threads
     # beside any other job fall to ~1.4 steps/s, so evidence_queue.sh, which runs a second lane, keeps 1)

@@ -8,10 +8,11 @@
 # from its latest checkpoint on a machine that kept data/. Logs: data/logs/TASK_NAME_SEED.log.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/cpu_runs/bases.sh  # LIFT_BASE, CAN_BASE
 TASK=$1; SEED=$2; NAME=$3; shift 3
 case $TASK in
-  lift) BASE=data/peer_check/ours_lr1e-3/checkpoints/latest.ckpt ;;
-  can)  BASE=data/runs/offline_can_lowdim_lr1e-3_e100/checkpoints/latest.ckpt ;;
+  lift) BASE=$LIFT_BASE ;;
+  can)  BASE=$CAN_BASE ;;
   *) echo "zprl_variant.sh: unknown task '$TASK' (lift or can)" >&2; exit 2 ;;
 esac
 [ -f "$BASE" ] || { echo "zprl_variant.sh: no $TASK base at $BASE; build it with scripts/cpu_runs/seed_pair.sh $TASK $SEED" >&2; exit 2; }
