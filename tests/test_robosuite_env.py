@@ -83,7 +83,8 @@ def test_rot6d_actions_convert_like_the_torch_map():
 
 
 def test_env_workers_do_not_load_torch():
-    """A worker process holds robosuite and MuJoCo, not torch or robomimic (what made workers ~1 GB)."""
+    """A worker process holds robosuite and MuJoCo, not torch or robomimic (what made workers ~1 GB), nor
+    OpenCV, which robosuite imports for a viewer a worker never opens (zprl.env.deferred_import)."""
     meta = make_env_meta("lift", obs="low_dim")
     shape_meta = {"obs": {k: {"shape": [s], "type": "low_dim"} for k, s in
                           (("robot0_eef_pos", 3), ("robot0_eef_quat", 4), ("robot0_gripper_qpos", 2), ("object", 10))},
@@ -99,3 +100,4 @@ def test_env_workers_do_not_load_torch():
         venv.close()
     assert any("libmujoco" in p for p in libraries)
     assert not [p for p in libraries if "libtorch" in p]
+    assert not [p for p in libraries if "/cv2/" in p]

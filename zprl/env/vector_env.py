@@ -39,6 +39,7 @@ from gymnasium.vector.async_vector_env import AsyncState, _async_worker
 from gymnasium.vector.utils import CloudpickleWrapper, concatenate, iterate
 
 from zprl.common.errors import UserInputError, find_user_error
+from zprl.env.deferred_import import defer_import
 from zprl.env.video import VideoRecordingWrapper
 from zprl.env.wrappers import MultiStepWrapper, RobomimicGymEnv, action_space_for, observation_space_for
 
@@ -114,6 +115,7 @@ class EnvFactory:
             return self.config.spaces_only()
         if self.owner_pid is not None:  # a worker process: its own env vars; no torch (slim workers)
             os.environ.update({k: str(v) for k, v in self.config.env_vars.items()})
+            defer_import("cv2")  # robosuite's on-screen viewer needs it, a worker never opens one
             try:
                 return self.config.build()
             except Exception as err:
