@@ -263,9 +263,10 @@ class SAC:
         """y = r + gamma * (1 - terminal) * min over n_target_min random target members of Q'(s', a')."""
         next_action, next_log_prob, _ = self.actor(batch["next_state"], self.generator)
         members = torch.randperm(self.critic.n_critics, generator=self.generator, device=self.device)
-        # only the chosen members are evaluated: 2 of 10 forward passes instead of 10
-        q_next = self.critic_target(*self.critic_view(batch["next_state"], next_action),
-                                    members=members[: self.n_target_min])
+        # only the chosen members are evaluated: 2 of 10 forward passes instead of 10; all of them (the min
+        # does not depend on their order) without gathering their weights
+        chosen = members[: self.n_target_min] if self.n_target_min < self.critic.n_critics else None
+        q_next = self.critic_target(*self.critic_view(batch["next_state"], next_action), members=chosen)
         q_next = q_next.min(dim=0).values
         if self.backup_entropy:
             q_next = q_next - self.alpha * next_log_prob
