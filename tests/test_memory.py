@@ -25,14 +25,17 @@ batch = {"state": torch.randn(256, 272), "action": torch.rand(256, 16), "reward"
          "next_state": torch.randn(256, 272), "terminal": torch.zeros(256)}
 for _ in range(4):  # the heap grows to an update's size
     sac.update(batch)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(6):
+faults = []
+for _ in range(9):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     sac.update(batch)
-print(tuned, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 6)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(tuned, sorted(faults)[4])  # the median update: the kept heap can still grow once in a while
 """
 
 
 def faults_per_step(mode: str, env: dict | None = None) -> tuple[str, float]:
+    """(whether malloc was tuned, minor page faults of the median update) in a fresh process."""
     out = subprocess.run([sys.executable, "-c", STEPS, mode], check=True, capture_output=True, text=True,
                          env={**os.environ, **(env or {})}).stdout.split()
     return out[0], float(out[1])
@@ -43,8 +46,8 @@ def test_keep_freed_memory_stops_each_step_faulting_its_tensors_back_in():
     tuned, kept = faults_per_step("keep")
     _, default = faults_per_step("default")
     assert tuned == "True"
-    # by default each update faults ~10 MB back in from the kernel (~2,500 pages); kept, it reuses its pages
-    assert default > 1000 and kept < default / 10
+    # by default each update faults ~10 MB back in from the kernel (~2,000 pages); kept, it reuses its pages
+    assert default > 500 and kept < default / 10
 
 
 @pytest.mark.skipif(not GLIBC, reason="tunes glibc's malloc only")
