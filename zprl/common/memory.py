@@ -5,8 +5,8 @@ mmap threshold (128 KiB, raised on the fly only up to the largest block freed so
 ``mmap`` pages, and returns the top of the heap to the kernel whenever more than the trim threshold
 lies free there. A training step frees its activations and gradients at the end and allocates them
 again at the next step, so each step page-faults its whole working set back in: one SAC update at the
-authors' settings (10 critics, batch 256: tensors of 2.6 MB) took ~2,600 minor page faults, about a
-fifth of its time (``benchmarks/bench_sac_update.py``). Raising both thresholds keeps those pages
+authors' settings (10 critics, batch 256: tensors of 2.6 MB) took ~1,500-2,600 minor page faults, up
+to a fifth of its time (``benchmarks/bench_sac_update.py``). Raising both thresholds keeps those pages
 mapped; the cost is that the process's resident memory stays at its peak instead of shrinking between
 steps. Blocks above 32 MiB (the replay buffer, datasets) are still mapped on their own.
 

@@ -108,9 +108,10 @@ class EnsembleLinear(nn.Module):
 class CriticEnsemble(nn.Module):
     """n_critics Q(s, a) MLPs evaluated together; Q = sigmoid(logit) in [0, 1] for 0/1 rewards.
 
-    The first layer is applied to the state and action parts separately (same weights, same sum):
-    where only the action needs a gradient (the actor loss), backpropagation then stops at the
-    action's few columns instead of the whole (state, action) input. ``members`` evaluates only
+    Where the weights need no gradient (the actor loss, the TD target) the first layer is applied to
+    the state and action parts separately (same weights, same sum), so backpropagation to the action
+    stops at its few columns instead of the whole (state, action) input; the critic's own step
+    multiplies (state, action) at once. ``members`` evaluates only
     those members (the TD target uses 2 of 10), at a fraction of the cost.
     """
 
