@@ -14,8 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p data/logs
-source scripts/cpu_runs/bases.sh  # LIFT_BASE, CAN_BASE_RUN, CAN_BASE
-CAN_EVAL=${CAN_BASE_RUN}_eval/eval_log.json
+source scripts/cpu_runs/bases.sh  # the bases' paths; build_lift_base, build_can_base
 
 finished() {  # RUN_DIR ENV_STEPS: the run's log holds its last evaluation
   [ -f "$1/logs.json.txt" ] && .venv/bin/python - "$1/logs.json.txt" "$2" <<'EOF'
@@ -40,7 +39,7 @@ run() {  # DEST TASK METHOD SEED BASE [OVERRIDES...]; AGENT_STEPS, CRITICS, UTD 
 }
 
 wait_for_can_base() {  # lane 1 builds it; gives up when lane 1 reports that it failed
-  until [ -f "$CAN_EVAL" ]; do
+  until [ -f "$CAN_BASE_EVAL" ]; do
     [ -f data/logs/can_base.failed ] && { echo "$(date +%T) can base failed: no can runs"; return 1; }
     sleep 60
   done
@@ -48,11 +47,9 @@ wait_for_can_base() {  # lane 1 builds it; gives up when lane 1 reports that it 
 
 lane1() {
   rm -f data/logs/can_base.failed
-  if [ ! -f "$CAN_EVAL" ]; then
+  if [ ! -f "$CAN_BASE_EVAL" ]; then
     echo "$(date +%T) can base: $CAN_BASE_RUN"
-    RUN=$CAN_BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 training.num_epochs=100 \
-      training.rollout_every=100 training.checkpoint_every=5 training.val_every=5 \
-      > data/logs/can_base_e100_driver.log 2>&1 || { echo "can base failed"; touch data/logs/can_base.failed; return 1; }
+    build_can_base 1 || { echo "can base failed"; touch data/logs/can_base.failed; return 1; }
   fi
   for seed in 1 2; do
     run docs/results/can/zprl_match/$seed can zprl $seed $CAN_BASE steering.res_scale=match_action_residual || return 1

@@ -19,27 +19,24 @@
 #   usage: scripts/cpu_runs/seed_pair.sh TASK SEED      (logs: data/logs/TASK_pair_SEED_c10u1_{zprl,ar}.log)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-source scripts/cpu_runs/bases.sh  # LIFT_BASE, CAN_BASE_RUN, CAN_BASE
+source scripts/cpu_runs/bases.sh  # the bases' paths; build_lift_base, build_can_base
 TASK=$1; SEED=$2
 RESULTS=${RESULTS:-docs/results/$TASK}
 mkdir -p data/logs
 case $TASK in
   lift)
     BASE=$LIFT_BASE
-    [ -f "$BASE" ] || bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base.log 2>&1
+    [ -f "$BASE" ] || build_lift_base
     # lambda 0.8 = base B's reach; LAM=match_action_residual computes it per base (as for can)
     LAM=${LAM:-0.8}
     if [ "$LAM" = match_action_residual ]; then ZNAME=zprl_match; ZRUN=zprl_match
     else ZNAME=zprl_lambda$LAM; ZRUN=zprl_lam${LAM//./}; fi ;;
   can)
-    BASE_RUN=$CAN_BASE_RUN
     BASE=$CAN_BASE
     # nothing else runs while the base builds: the data on 2 workers, the training on 2 torch threads
     # (~6.3 steps/s on 2 idle cores of an AMD EPYC with AVX-512: ~50 min for the 18,500 steps; two spinning threads
     # beside any other job fall to ~1.4 steps/s, so evidence_queue.sh, which runs a second lane, keeps 1)
-    [ -f "${BASE_RUN}_eval/eval_log.json" ] || WORKERS=2 RUN=$BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 \
-      training.num_epochs=100 training.rollout_every=100 training.checkpoint_every=5 training.val_every=5 \
-      training.num_threads=2 > data/logs/can_base_e100_driver.log 2>&1
+    [ -f "$CAN_BASE_EVAL" ] || WORKERS=2 build_can_base 2
     LAM=match_action_residual; ZNAME=zprl_match; ZRUN=zprl_match ;;
   *) echo "seed_pair.sh: unknown task '$TASK' (lift or can)" >&2; exit 2 ;;
 esac
