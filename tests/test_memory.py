@@ -58,3 +58,17 @@ def test_keep_freed_memory_leaves_a_users_own_malloc_settings_alone():
 
 def test_keep_freed_memory_says_whether_it_tuned_anything():
     assert keep_freed_memory() is (GLIBC and not any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ))
+
+
+def test_workspaces_keep_freed_memory_unless_the_config_says_no(monkeypatch, tmp_path):
+    from omegaconf import OmegaConf
+
+    from zprl.workspace.base import BaseWorkspace
+
+    calls = []
+    monkeypatch.setattr("zprl.common.memory.keep_freed_memory", lambda: calls.append(True) or True)
+    BaseWorkspace(OmegaConf.create({"training": {"keep_freed_memory": False}}), output_dir=str(tmp_path))
+    assert calls == []
+    BaseWorkspace(OmegaConf.create({"training": {"keep_freed_memory": True}}), output_dir=str(tmp_path))
+    BaseWorkspace(OmegaConf.create({"training": {}}), output_dir=str(tmp_path))  # configs from before the key
+    assert calls == [True, True]
