@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from timing import base_parser, interleaved, markdown_table, median, print_headline, setup, spread, time_calls  # noqa: E402
 
+from zprl.common.memory import USER_VARIABLES, keep_freed_memory  # noqa: E402
 from zprl.rl import sac as current  # noqa: E402
 
 # zprl/rl/sac.py as it was before the target subset, the split first layer and fused Adam
@@ -85,10 +86,8 @@ def child(args) -> None:
     import resource
 
     if args.child == "keep":
-        from zprl.common.memory import keep_freed_memory
-
         if not keep_freed_memory():
-            sys.exit("bench_sac_update: keep_freed_memory() changed nothing here (not glibc, or MALLOC_*_ set)")
+            sys.exit("bench_sac_update: keep_freed_memory() changed nothing here (not glibc?)")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     reference = load_reference(args.reference)
@@ -130,7 +129,7 @@ def run_child(args, malloc: str, reps: int, check_updates: int, profile: bool = 
            "--check-updates", str(check_updates), "--reference", args.reference, "--device", args.device,
            "--threads", str(args.threads), "--batch-size", str(args.batch_size), "--n-critics", str(args.n_critics),
            "--state-dim", str(args.state_dim), "--action-dim", str(args.action_dim), "--updates", str(args.updates)]
-    env = {k: v for k, v in os.environ.items() if not (k.startswith("MALLOC_") and k.endswith("_"))}
+    env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}  # each process its own malloc setting
     out = subprocess.run(cmd + (["--profile"] if profile else []), env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"bench_sac_update: the {malloc}-malloc process failed:\n{out.stderr[-3000:]}")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from zprl.common.memory import keep_freed_memory
+from zprl.common.memory import USER_VARIABLES, keep_freed_memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -57,7 +57,7 @@ def test_keep_freed_memory_leaves_a_users_own_malloc_settings_alone():
 
 
 def test_keep_freed_memory_says_whether_it_tuned_anything():
-    assert keep_freed_memory() is (GLIBC and not any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ))
+    assert keep_freed_memory() is (GLIBC and not any(k in os.environ for k in USER_VARIABLES))
 
 
 def test_workspaces_keep_freed_memory_unless_the_config_says_no(monkeypatch, tmp_path):

@@ -9,10 +9,10 @@ CAN_BASE_EVAL=${CAN_BASE_RUN}_eval/eval_log.json
 
 # The can base as the can evidence runs steer it (docs/cpu_runs.md): 100 epochs at lr 1e-3, then its score on
 # the 50 held-out seeds beside it; an interrupted build continues from its last 5-epoch checkpoint.
-#   build_can_base THREADS   (torch threads: 2 on otherwise idle cores, ~50 min there; 1 beside another run, as
-#                             evidence_queue.sh's second lane; WORKERS: the data's, for can_base.sh)
+#   build_can_base THREADS   (torch threads, and as many workers for the data: 2 on otherwise idle cores, ~50 min
+#                             there; 1 beside another run, as evidence_queue.sh's second lane)
 build_can_base() {
-  RUN=$CAN_BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 training.num_epochs=100 \
+  WORKERS=$1 RUN=$CAN_BASE_RUN bash scripts/cpu_runs/can_base.sh optimizer.lr=1e-3 training.num_epochs=100 \
     training.rollout_every=100 training.checkpoint_every=5 training.val_every=5 "training.num_threads=$1" \
     > data/logs/can_base_e100_driver.log 2>&1
 }

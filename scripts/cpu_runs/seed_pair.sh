@@ -36,7 +36,7 @@ case $TASK in
     # nothing else runs while the base builds: the data on 2 workers, the training on 2 torch threads
     # (~6.3 steps/s on 2 idle cores of an AMD EPYC with AVX-512: ~50 min for the 18,500 steps; two spinning threads
     # beside any other job fall to ~1.4 steps/s, so evidence_queue.sh, which runs a second lane, keeps 1)
-    [ -f "$CAN_BASE_EVAL" ] || WORKERS=2 build_can_base 2
+    [ -f "$CAN_BASE_EVAL" ] || build_can_base 2
     LAM=match_action_residual; ZNAME=zprl_match; ZRUN=zprl_match ;;
   *) echo "seed_pair.sh: unknown task '$TASK' (lift or can)" >&2; exit 2 ;;
 esac

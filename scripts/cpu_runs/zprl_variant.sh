@@ -13,7 +13,7 @@ TASK=$1; SEED=$2; NAME=$3; shift 3
 mkdir -p data/logs
 case $TASK in  # the base as seed_pair.sh builds it, where it is missing (logs: data/logs/lift_base.log, can_base_e100_driver.log)
   lift) BASE=$LIFT_BASE; [ -f "$BASE" ] || build_lift_base ;;
-  can)  BASE=$CAN_BASE; [ -f "$CAN_BASE_EVAL" ] || WORKERS=2 build_can_base 2 ;;
+  can)  BASE=$CAN_BASE; [ -f "$CAN_BASE_EVAL" ] || build_can_base 2 ;;
   *) echo "zprl_variant.sh: unknown task '$TASK' (lift or can)" >&2; exit 2 ;;
 esac
 SAC=c${CRITICS:-10}u${UTD:-1}

@@ -10,8 +10,8 @@ to a fifth of its time (``benchmarks/bench_sac_update.py``). Raising both thresh
 mapped; the cost is that the process's resident memory stays at its peak instead of shrinking between
 steps. Blocks above 32 MiB (the replay buffer, datasets) are still mapped on their own.
 
-Only glibc is tuned (Linux); elsewhere, or when the user set glibc's own ``MALLOC_*_`` variables,
-nothing changes. Allocation never changes a computed value.
+Only glibc is tuned (Linux); elsewhere, or when the user set glibc's own variables for these settings
+(``USER_VARIABLES``), nothing changes. Allocation never changes a computed value.
 """
 
 from __future__ import annotations
