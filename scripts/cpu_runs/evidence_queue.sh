@@ -61,7 +61,7 @@ lane1() {
 lift_base() {  # base B, rebuilt where a new machine lost it; its weights must be the committed runs' base
   if [ ! -f "$LIFT_BASE" ]; then
     echo "$(date +%T) lift base: $LIFT_BASE"
-    bash scripts/cpu_runs/offline_lift_evidence.sh > data/logs/lift_base_b.log 2>&1 || { echo "lift base failed"; return 1; }
+    build_lift_base || { echo "lift base failed (data/logs/lift_base.log)"; return 1; }
   fi
   local sha want
   sha=$(.venv/bin/python -m zprl.common.fingerprint "$LIFT_BASE" | awk '{print $3}')
