@@ -1,0 +1,115 @@
+"""Why an open-loop replay of a generated demo can leave its recording: four replays of each new demo.
+
+    python scripts/replay_fidelity.py --task transport --episodes 30 [--quality mixed] [--seed 0]
+
+Each episode is recorded as `python -m zprl.data.generate_demos` records it (same env, same seeds,
+same operator tiers, attempt by attempt), kept in memory, then its delta actions are replayed open
+loop from its first state in four ways:
+
+- ``env/f64``: in the recording env, with the float64 actions the expert handed to ``env.step``;
+- ``env/f32``: in the recording env, with the actions as the hdf5 file stores them (float32);
+- ``xml/f64``: in a model rebuilt from the demo's stored model XML (MuJoCo's own XML writer, about
+  six significant digits), as ``zprl.data.convert_abs`` and robomimic's ``reset_to`` do, float64;
+- ``xml/f32``: the same with float32 actions: exactly ``convert_abs``'s replay check.
+
+For each it prints whether the replay succeeds and the largest deviation of the simulator state
+(time, qpos, qvel) from the recorded one, then the success counts. The controllers are set up as
+the generator's (`zprl.data.convert_abs._start_episode` with the noiseless ``init_qpos`` posture).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+KINDS = ("env/f64", "env/f32", "xml/f64", "xml/f32")
+
+
+def _replay(env, first_state, actions, model_xml=None):
+    """(success, recorded-state array) of an open-loop replay; ``model_xml`` rebuilds the model first."""
+    from zprl.data.convert_abs import _start_episode
+
+    _start_episode(env, first_state, model_xml, init_qpos_posture=True)
+    sim = env.env.sim
+    states, success = [], False
+    for a in actions:
+        states.append(np.array(sim.get_state().flatten()))
+        env.env.step(a)
+        success = success or bool(env.is_success()["task"])
+    return success, np.array(states)
+
+
+def replay_fidelity(task: str, episodes: int, quality: str = "mixed", seed: int = 0, log=print) -> list[dict]:
+    """One row per successful recording: its tier, length and, per kind, (success, max |state deviation|)."""
+    from zprl.data.convert_abs import make_replay_env
+    from zprl.data.experts import make_expert, tier_schedule
+    from zprl.data.generate_demos import MAX_STEPS, _seed_int, obs_keys_for, run_episode
+    from zprl.env.robomimic_env import create_env, make_env_meta
+
+    meta = make_env_meta(task, "low_dim", 84, abs_action=False, hard_reset=False)
+    keys = obs_keys_for(task, "low_dim")
+    np.random.seed(_seed_int(seed, 0))  # the model's own random draws, as the generator seeds them
+    env = create_env(meta, obs_keys=keys)
+    xml_env = make_replay_env(meta, abs_action=False)
+    tiers = tier_schedule(episodes, np.random.default_rng(_seed_int(seed, 1))) if quality == "mixed" \
+        else ["expert"] * episodes
+    rows = []
+    for attempt in range(episodes):
+        start = time.perf_counter()
+        tier = tiers[len(rows)]  # as the generator: a failed attempt is retried with the same tier
+        np.random.seed(_seed_int(seed, 2, attempt))
+        obs = env.reset()
+        for robot in env.env.robots:
+            robot.controller.update_initial_joints(robot.init_qpos)
+        expert = make_expert(task, env, np.random.default_rng(_seed_int(seed, 3, attempt)), tier)
+        rec = run_episode(env, expert, obs, keys, MAX_STEPS[task])
+        if not rec["success"]:
+            log(f"attempt {attempt} ({tier}): the expert failed, nothing to replay")
+            continue
+        recorded = np.array(rec["states"])
+        executed = np.array(rec["actions"], dtype=np.float64)
+        row = {"attempt": attempt, "tier": tier, "length": len(executed)}
+        for kind in KINDS:
+            where, dtype = kind.split("/")
+            acts = executed.astype(np.float32) if dtype == "f32" else executed
+            ok, states = (_replay(env, recorded[0], acts) if where == "env"
+                          else _replay(xml_env, recorded[0], acts, rec["model_file"]))
+            row[kind] = (ok, float(np.abs(states - recorded).max()))
+        rows.append(row)
+        log(f"attempt {attempt} ({tier}, {row['length']} steps): " + ", ".join(
+            f"{k} {'ok' if row[k][0] else 'FAILED'} max|ds| {row[k][1]:.2e}" for k in KINDS)
+            + f"  ({time.perf_counter() - start:.0f} s)")
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="transport", help="lift, can, square or transport")
+    p.add_argument("--episodes", type=int, default=30, help="recording attempts (failed ones are not replayed)")
+    p.add_argument("--quality", default="mixed", help="expert or mixed, as generate_demos")
+    p.add_argument("--seed", type=int, default=0, help="generate_demos' --seed")
+    args = p.parse_args(argv)
+    print(f"# python scripts/replay_fidelity.py --task {args.task} --episodes {args.episodes} "
+          f"--quality {args.quality} --seed {args.seed}", flush=True)
+    rows = replay_fidelity(args.task, args.episodes, args.quality, args.seed,
+                           log=lambda line: print(line, flush=True))
+    n = len(rows)
+    print(f"\n{args.task} {args.quality}: {n} recorded successes replayed open loop from their first state")
+    print("| replay | model | actions | success | max state deviation (median over demos) |")
+    print("|---|---|---|---|---|")
+    for kind in KINDS:
+        where, dtype = kind.split("/")
+        ok = sum(r[kind][0] for r in rows)
+        dev = float(np.median([r[kind][1] for r in rows])) if rows else float("nan")
+        print(f"| {kind} | {'recording env' if where == 'env' else 'rebuilt from stored XML'} | "
+              f"{'float64 (executed)' if dtype == 'f64' else 'float32 (stored)'} | {ok}/{n} | {dev:.2e} |")
+
+
+if __name__ == "__main__":
+    main()
