@@ -1,16 +1,18 @@
-"""Why an open-loop replay of a generated demo can leave its recording: four replays of each new demo.
+"""Why an open-loop replay of a generated demo can leave its recording: five replays of each new demo.
 
     python scripts/replay_fidelity.py --task transport --episodes 30 [--quality mixed] [--seed 0]
 
 Each episode is recorded as `python -m zprl.data.generate_demos` records it (same env, same seeds,
 same operator tiers, attempt by attempt), kept in memory, then its delta actions are replayed open
-loop from its first state in four ways:
+loop from its first state in five ways:
 
 - ``env/f64``: in the recording env, with the float64 actions the expert handed to ``env.step``;
 - ``env/f32``: in the recording env, with the actions as the hdf5 file stores them (float32);
 - ``xml/f64``: in a model rebuilt from the demo's stored model XML (MuJoCo's own XML writer, about
   six significant digits), as ``zprl.data.convert_abs`` and robomimic's ``reset_to`` do, float64;
-- ``xml/f32``: the same with float32 actions: exactly ``convert_abs``'s replay check.
+- ``xml/f32``: the same with float32 actions: exactly ``convert_abs``'s replay check;
+- ``src/f32``: float32 actions in a model rebuilt from the XML robosuite compiled the recording
+  env from (its own MJCF, numbers at full precision), which the file does not hold.
 
 For each it prints whether the replay succeeds and the largest deviation of the simulator state
 (time, qpos, qvel) from the recorded one, then the success counts. The controllers are set up as
@@ -28,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-KINDS = ("env/f64", "env/f32", "xml/f64", "xml/f32")
+KINDS = ("env/f64", "env/f32", "xml/f64", "xml/f32", "src/f32")
 
 
 def _replay(env, first_state, actions, model_xml=None):
@@ -45,17 +47,37 @@ def _replay(env, first_state, actions, model_xml=None):
     return success, np.array(states)
 
 
-def replay_fidelity(task: str, episodes: int, quality: str = "mixed", seed: int = 0, log=print) -> list[dict]:
-    """One row per successful recording: its tier, length and, per kind, (success, max |state deviation|)."""
+def _keep_source_xml(last: dict) -> None:
+    """Remember the XML robosuite compiles each model from (before MuJoCo's writer rounds it)."""
+    from robosuite.utils.binding_utils import MjSim
+
+    from_xml_string = MjSim.__dict__["from_xml_string"].__func__
+
+    def compiling(cls, xml):
+        last["xml"] = xml
+        return from_xml_string(cls, xml)
+
+    MjSim.from_xml_string = classmethod(compiling)
+
+
+def replay_fidelity(task: str, episodes: int, quality: str = "mixed", seed: int = 0, log=print,
+                    replay_attempts: set[int] | None = None) -> list[dict]:
+    """One row per successful recording: its tier, length and, per kind, (success, max |state deviation|).
+
+    ``replay_attempts``: replay only these attempts (all are still recorded, in order, as the generator does).
+    """
     from zprl.data.convert_abs import make_replay_env
     from zprl.data.experts import make_expert, tier_schedule
     from zprl.data.generate_demos import MAX_STEPS, _seed_int, obs_keys_for, run_episode
     from zprl.env.robomimic_env import create_env, make_env_meta
 
+    source = {}
+    _keep_source_xml(source)
     meta = make_env_meta(task, "low_dim", 84, abs_action=False, hard_reset=False)
     keys = obs_keys_for(task, "low_dim")
     np.random.seed(_seed_int(seed, 0))  # the model's own random draws, as the generator seeds them
     env = create_env(meta, obs_keys=keys)
+    source_xml = source["xml"]  # hard_reset=False: the recording env keeps this model for every episode
     xml_env = make_replay_env(meta, abs_action=False)
     tiers = tier_schedule(episodes, np.random.default_rng(_seed_int(seed, 1))) if quality == "mixed" \
         else ["expert"] * episodes
@@ -72,20 +94,25 @@ def replay_fidelity(task: str, episodes: int, quality: str = "mixed", seed: int 
         if not rec["success"]:
             log(f"attempt {attempt} ({tier}): the expert failed, nothing to replay")
             continue
+        if replay_attempts is not None and attempt not in replay_attempts:
+            rows.append(None)  # counted for the tier schedule, not replayed
+            continue
         recorded = np.array(rec["states"])
         executed = np.array(rec["actions"], dtype=np.float64)
         row = {"attempt": attempt, "tier": tier, "length": len(executed)}
         for kind in KINDS:
             where, dtype = kind.split("/")
             acts = executed.astype(np.float32) if dtype == "f32" else executed
-            ok, states = (_replay(env, recorded[0], acts) if where == "env"
-                          else _replay(xml_env, recorded[0], acts, rec["model_file"]))
+            if where == "env":
+                ok, states = _replay(env, recorded[0], acts)
+            else:
+                ok, states = _replay(xml_env, recorded[0], acts, rec["model_file"] if where == "xml" else source_xml)
             row[kind] = (ok, float(np.abs(states - recorded).max()))
         rows.append(row)
         log(f"attempt {attempt} ({tier}, {row['length']} steps): " + ", ".join(
             f"{k} {'ok' if row[k][0] else 'FAILED'} max|ds| {row[k][1]:.2e}" for k in KINDS)
             + f"  ({time.perf_counter() - start:.0f} s)")
-    return rows
+    return [r for r in rows if r is not None]
 
 
 def main(argv=None) -> None:
@@ -94,11 +121,15 @@ def main(argv=None) -> None:
     p.add_argument("--episodes", type=int, default=30, help="recording attempts (failed ones are not replayed)")
     p.add_argument("--quality", default="mixed", help="expert or mixed, as generate_demos")
     p.add_argument("--seed", type=int, default=0, help="generate_demos' --seed")
+    p.add_argument("--replay-attempts", default=None,
+                   help="comma-separated attempt numbers to replay (default: all); every attempt is still recorded")
     args = p.parse_args(argv)
+    only = None if args.replay_attempts is None else {int(a) for a in args.replay_attempts.split(",")}
     print(f"# python scripts/replay_fidelity.py --task {args.task} --episodes {args.episodes} "
-          f"--quality {args.quality} --seed {args.seed}", flush=True)
+          f"--quality {args.quality} --seed {args.seed}"
+          + (f" --replay-attempts {args.replay_attempts}" if only else ""), flush=True)
     rows = replay_fidelity(args.task, args.episodes, args.quality, args.seed,
-                           log=lambda line: print(line, flush=True))
+                           log=lambda line: print(line, flush=True), replay_attempts=only)
     n = len(rows)
     print(f"\n{args.task} {args.quality}: {n} recorded successes replayed open loop from their first state")
     print("| replay | model | actions | success | max state deviation (median over demos) |")
@@ -107,7 +138,8 @@ def main(argv=None) -> None:
         where, dtype = kind.split("/")
         ok = sum(r[kind][0] for r in rows)
         dev = float(np.median([r[kind][1] for r in rows])) if rows else float("nan")
-        print(f"| {kind} | {'recording env' if where == 'env' else 'rebuilt from stored XML'} | "
+        model = {"env": "recording env", "xml": "rebuilt from stored XML", "src": "rebuilt from robosuite's XML"}[where]
+        print(f"| {kind} | {model} | "
               f"{'float64 (executed)' if dtype == 'f64' else 'float32 (stored)'} | {ok}/{n} | {dev:.2e} |")
 
 

@@ -24,3 +24,5 @@ def test_recording_env_and_executed_actions_retrace_the_demo_exactly():
     ok, deviation = row["env/f32"]
     assert ok and deviation < 1e-4
     assert row["xml/f32"][0]
+    # robosuite's own XML (full precision) rebuilds the recording env's model exactly
+    assert row["src/f32"] == row["env/f32"]
