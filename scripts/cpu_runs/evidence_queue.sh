@@ -5,7 +5,7 @@
 #   lane 1: can base (scripts/cpu_runs/can_base.sh, 100 epochs at lr 1e-3) -> can ZPRL seeds 1, 2
 #           -> lift ZPRL at the authors' SAC settings (10 critics x UTD 5, 12,500 agent steps = 50k env steps)
 #   lane 2: the lift base (base B, scripts/cpu_runs/offline_lift_evidence.sh) if it is missing -> lift
-#           noise steering seed 1 -> lift embedding residual seeds 1, 2 -> lift action residual at 10 critics x
+#           noise steering seeds 1, 2 -> lift embedding residual seeds 1-3 -> lift action residual at 10 critics x
 #           UTD 5 (the pair's second half) (the lift runs only where the base's weights are base B's) ->
 #           can action residual seeds 1, 2 (each waits for lane 1's can base)
 # (Lift seeds 1-3 of ZPRL and the action residual at UTD 1: scripts/cpu_runs/seed_pair.sh lift SEED.)
@@ -74,8 +74,10 @@ lift_base() {  # base B, rebuilt where a new machine lost it; its weights must b
 
 lift_lane2() {
   lift_base || return 0  # not base B: its pages cannot take these runs; the can runs still can
-  run docs/results/lift/noise/1 lift noise 1 $LIFT_BASE || return 1
   for seed in 1 2; do
+    run docs/results/lift/noise/$seed lift noise $seed $LIFT_BASE || return 1
+  done
+  for seed in 1 2 3; do
     run docs/results/lift/embedding_residual/$seed lift embedding_residual $seed $LIFT_BASE || return 1
   done
   # last: the UTD 5 question already has a complete pair from base C (docs/results_lift_base_c_utd5.md)
