@@ -22,6 +22,7 @@ the generator's (`zprl.data.convert_abs._start_episode` with the noiseless ``ini
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -47,17 +48,23 @@ def _replay(env, first_state, actions, model_xml=None):
     return success, np.array(states)
 
 
-def _keep_source_xml(last: dict) -> None:
-    """Remember the XML robosuite compiles each model from (before MuJoCo's writer rounds it)."""
+@contextlib.contextmanager
+def _source_xml(last: dict):
+    """Within the block, remember the XML robosuite compiles each model from (before MuJoCo's writer
+    rounds it into the file's model XML)."""
     from robosuite.utils.binding_utils import MjSim
 
-    from_xml_string = MjSim.__dict__["from_xml_string"].__func__
+    original = MjSim.__dict__["from_xml_string"]
 
     def compiling(cls, xml):
         last["xml"] = xml
-        return from_xml_string(cls, xml)
+        return original.__func__(cls, xml)
 
     MjSim.from_xml_string = classmethod(compiling)
+    try:
+        yield
+    finally:
+        MjSim.from_xml_string = original
 
 
 def replay_fidelity(task: str, episodes: int, quality: str = "mixed", seed: int = 0, log=print,
@@ -67,52 +74,39 @@ def replay_fidelity(task: str, episodes: int, quality: str = "mixed", seed: int 
     ``replay_attempts``: replay only these attempts (all are still recorded, in order, as the generator does).
     """
     from zprl.data.convert_abs import make_replay_env
-    from zprl.data.experts import make_expert, tier_schedule
-    from zprl.data.generate_demos import MAX_STEPS, _seed_int, obs_keys_for, run_episode
-    from zprl.env.robomimic_env import create_env, make_env_meta
+    from zprl.data.generate_demos import operator_tiers, record_attempt, recording_env
 
     source = {}
-    _keep_source_xml(source)
-    meta = make_env_meta(task, "low_dim", 84, abs_action=False, hard_reset=False)
-    keys = obs_keys_for(task, "low_dim")
-    np.random.seed(_seed_int(seed, 0))  # the model's own random draws, as the generator seeds them
-    env = create_env(meta, obs_keys=keys)
-    source_xml = source["xml"]  # hard_reset=False: the recording env keeps this model for every episode
+    with _source_xml(source):
+        env, meta, keys = recording_env(task, "low_dim", seed=seed)
     xml_env = make_replay_env(meta, abs_action=False)
-    tiers = tier_schedule(episodes, np.random.default_rng(_seed_int(seed, 1))) if quality == "mixed" \
-        else ["expert"] * episodes
-    rows = []
+    tiers = operator_tiers(episodes, quality, seed)
+    rows, kept = [], 0
     for attempt in range(episodes):
         start = time.perf_counter()
-        tier = tiers[len(rows)]  # as the generator: a failed attempt is retried with the same tier
-        np.random.seed(_seed_int(seed, 2, attempt))
-        obs = env.reset()
-        for robot in env.env.robots:
-            robot.controller.update_initial_joints(robot.init_qpos)
-        expert = make_expert(task, env, np.random.default_rng(_seed_int(seed, 3, attempt)), tier)
-        rec = run_episode(env, expert, obs, keys, MAX_STEPS[task])
+        tier = tiers[kept]
+        rec = record_attempt(env, task, keys, seed, attempt, tier)
         if not rec["success"]:
             log(f"attempt {attempt} ({tier}): the expert failed, nothing to replay")
             continue
+        kept += 1
         if replay_attempts is not None and attempt not in replay_attempts:
-            rows.append(None)  # counted for the tier schedule, not replayed
             continue
         recorded = np.array(rec["states"])
         executed = np.array(rec["actions"], dtype=np.float64)
         row = {"attempt": attempt, "tier": tier, "length": len(executed)}
+        # the recording env keeps the model compiled from source["xml"] for every episode (no hard resets)
+        models = {"env": None, "xml": rec["model_file"], "src": source["xml"]}
         for kind in KINDS:
             where, dtype = kind.split("/")
             acts = executed.astype(np.float32) if dtype == "f32" else executed
-            if where == "env":
-                ok, states = _replay(env, recorded[0], acts)
-            else:
-                ok, states = _replay(xml_env, recorded[0], acts, rec["model_file"] if where == "xml" else source_xml)
+            ok, states = _replay(env if where == "env" else xml_env, recorded[0], acts, models[where])
             row[kind] = (ok, float(np.abs(states - recorded).max()))
         rows.append(row)
         log(f"attempt {attempt} ({tier}, {row['length']} steps): " + ", ".join(
             f"{k} {'ok' if row[k][0] else 'FAILED'} max|ds| {row[k][1]:.2e}" for k in KINDS)
             + f"  ({time.perf_counter() - start:.0f} s)")
-    return [r for r in rows if r is not None]
+    return rows
 
 
 def main(argv=None) -> None:

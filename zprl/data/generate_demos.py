@@ -104,6 +104,44 @@ def run_episode(env, expert, obs: dict, obs_keys, max_steps: int,
     return rec
 
 
+def recording_env(task: str, obs: str = "low_dim", image_size: int = 84, seed: int = 0):
+    """(env, env_meta, obs_keys): the robomimic env demos of ``seed`` are recorded in (delta actions, no
+    hard resets, so every episode keeps the model built here)."""
+    from zprl.env.robomimic_env import create_env, make_env_meta
+
+    meta = make_env_meta(task, obs, image_size, abs_action=False, hard_reset=False)
+    obs_keys = obs_keys_for(task, obs)
+    # robosuite draws model parameters (e.g. Lift's cube size) from np.random when it builds the
+    # model, which hard_reset=False then keeps for every episode: seed that draw too.
+    np.random.seed(_seed_int(seed, 0))
+    return create_env(meta, obs_keys=obs_keys), meta, obs_keys
+
+
+def operator_tiers(num_demos: int, quality: str, seed: int) -> list[str]:
+    """The operator tier of each kept demo, in order (a failed attempt is retried with the same tier)."""
+    from zprl.data.experts import tier_schedule
+
+    if quality != "mixed":
+        return ["expert"] * num_demos
+    return tier_schedule(num_demos, np.random.default_rng(_seed_int(seed, 1)))
+
+
+def record_attempt(env, task: str, obs_keys, seed: int, attempt: int, tier: str) -> dict:
+    """Reset ``env`` for attempt number ``attempt`` of ``seed`` and record the scripted ``tier`` operator
+    (``run_episode``'s record); the same arguments record the same episode."""
+    from zprl.data.experts import make_expert
+
+    np.random.seed(_seed_int(seed, 2, attempt))  # robosuite samples object poses from np.random
+    first_obs = env.reset()
+    for robot in env.env.robots:
+        # OSC pulls the arm's null space toward the joints it saw at reset (noisy, and not
+        # stored anywhere); robomimic's reset_to leaves that target at the noiseless
+        # init_qpos, so use that here too and stored actions replay the same way.
+        robot.controller.update_initial_joints(robot.init_qpos)
+    expert = make_expert(task, env, np.random.default_rng(_seed_int(seed, 3, attempt)), tier)
+    return run_episode(env, expert, first_obs, obs_keys, MAX_STEPS[task])
+
+
 def generate_demos(task: str, num_demos: int, quality: str = "mixed", obs: str = "low_dim",
                    image_size: int = 84, seed: int = 0, output: str | None = None, overwrite: bool = False,
                    max_attempts: int | None = None, show_progress: bool = True) -> dict:
@@ -116,21 +154,12 @@ def generate_demos(task: str, num_demos: int, quality: str = "mixed", obs: str =
     path = _check_args(task, num_demos, quality, obs, image_size, output, overwrite, max_attempts)
     from tqdm import tqdm
 
-    from zprl.data.experts import make_expert, tier_schedule
     from zprl.data.robomimic_writer import RobomimicWriter
-    from zprl.env.robomimic_env import create_env, make_env_meta
 
     if max_attempts is None:
         max_attempts = 3 * num_demos + 10
-    meta = make_env_meta(task, obs, image_size, abs_action=False, hard_reset=False)
-    obs_keys = obs_keys_for(task, obs)
-    # robosuite draws model parameters (e.g. Lift's cube size) from np.random when it builds the
-    # model, which hard_reset=False then keeps for every episode: seed that draw too.
-    np.random.seed(_seed_int(seed, 0))
-    env = create_env(meta, obs_keys=obs_keys)
-
-    plan_rng = np.random.default_rng(_seed_int(seed, 1))
-    tiers = tier_schedule(num_demos, plan_rng) if quality == "mixed" else ["expert"] * num_demos
+    env, meta, obs_keys = recording_env(task, obs, image_size, seed)
+    tiers = operator_tiers(num_demos, quality, seed)
     info = {"generator": GENERATOR, "version": GENERATOR_VERSION, "task": task, "quality": quality,
             "seed": seed, "obs": obs, "image_size": image_size if obs == "image" else None,
             "action_space": "delta", "max_steps": MAX_STEPS[task]}
@@ -146,15 +175,7 @@ def generate_demos(task: str, num_demos: int, quality: str = "mixed", obs: str =
                     f"{task} {quality}: only {len(lengths)}/{num_demos} successful demos in {attempts} attempts; "
                     "raise --max-attempts")
             tier = tiers[len(lengths)]  # a failed attempt is retried with the same operator tier
-            np.random.seed(_seed_int(seed, 2, attempts))  # robosuite samples object poses from np.random
-            first_obs = env.reset()
-            for robot in env.env.robots:
-                # OSC pulls the arm's null space toward the joints it saw at reset (noisy, and not
-                # stored anywhere); robomimic's reset_to leaves that target at the noiseless
-                # init_qpos, so use that here too and stored actions replay the same way.
-                robot.controller.update_initial_joints(robot.init_qpos)
-            expert = make_expert(task, env, np.random.default_rng(_seed_int(seed, 3, attempts)), tier)
-            rec = run_episode(env, expert, first_obs, obs_keys, MAX_STEPS[task])
+            rec = record_attempt(env, task, obs_keys, seed, attempts, tier)
             attempts += 1
             if rec["success"]:
                 successes += 1
