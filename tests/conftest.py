@@ -35,6 +35,21 @@ OFFLINE_CONFIG = "train_flow_match_vib_unet_image_workspace"
 ONLINE_CONFIG = "train_online_vib_robomimic_workspace"
 
 
+def load_script(relpath: str):
+    """The module of a script outside the package (``scripts/...``, ``benchmarks/...``), imported by path and
+    registered in ``sys.modules`` under its file name (dataclasses look their module up there)."""
+    import importlib.util
+    import sys
+
+    name = os.path.splitext(os.path.basename(relpath))[0]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, relpath))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def compose_config(name, overrides=()):
     from hydra import compose, initialize_config_dir
 

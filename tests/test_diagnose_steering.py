@@ -1,30 +1,18 @@
 """scripts/diagnose_steering.py: Monte-Carlo returns on the replay ring, and the whole report on a
 tiny online run (slow: it needs the tiny base policy and a debug online run)."""
 
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("diagnose_steering",
-                                                  os.path.join(REPO, "scripts", "diagnose_steering.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["diagnose_steering"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_script
 
 
-ds = _module()
+ds = load_script("scripts/diagnose_steering.py")
 
 
 def _ordered(buffer):

@@ -5,7 +5,6 @@ budget, one BC action per env step from the last observation); the slow one runs
 script at smoke sizes and checks both methods got the same gradient steps and the same seeds.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,16 +13,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("peer_check_bc", os.path.join(REPO, "benchmarks", "peer_check_bc.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["peer_check_bc"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/peer_check_bc.py")
 
 
 def test_bc_config_is_robomimic_default_with_the_shared_budget(tmp_path):

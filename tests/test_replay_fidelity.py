@@ -1,22 +1,12 @@
 """scripts/replay_fidelity.py: a demo recorded the generator's way replays exactly in its own env."""
 
-import importlib.util
-import os
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("replay_fidelity", os.path.join(REPO, "scripts", "replay_fidelity.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_script
 
 
 def test_recording_env_and_executed_actions_retrace_the_demo_exactly():
     # Pins the generator's and convert_abs's controller set-up (the init_qpos posture, goals reset to
     # the pose): any drift there shows up as a non-zero deviation of the env/f64 replay.
-    rows = _module().replay_fidelity("lift", episodes=1, quality="expert", log=lambda line: None)
+    rows = load_script("scripts/replay_fidelity.py").replay_fidelity("lift", episodes=1, quality="expert", log=lambda line: None)
     assert len(rows) == 1
     row = rows[0]
     assert row["env/f64"] == (True, 0.0)

@@ -390,12 +390,9 @@ def test_res_scale_must_be_a_number_or_a_rule(base):
 
 
 def test_base_noise_spread_prints_the_reach_table(base_ckpt, capsys):
-    import importlib.util
+    from conftest import load_script
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "base_noise_spread.py")
-    spec = importlib.util.spec_from_file_location("base_noise_spread", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/base_noise_spread.py")
     assert script.main([base_ckpt, "-n", "32", "--lambdas", "0.1,1"]) == 0
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {base_ckpt}")]
     # checkpoint, flow noise, residual, 2 lambdas, embedding residual, noise steering, matching lambda
